@@ -1,0 +1,5 @@
+"""``python -m pmoe_rl``: list the commands."""
+
+print("""pmoe-rl commands:
+  python -m pmoe_rl.train --env ENV_ID [options]   train a PMOE (mixture) or Gaussian policy; --help for options
+  python -m pmoe_rl.evaluate RUN_DIR [options]     evaluate a saved run or checkpoint; --help for options""")

@@ -1,0 +1,5 @@
+"""One readable file per algorithm. ``TRAINERS[algo](cfg, ctx)`` runs a training."""
+
+from pmoe_rl.agents import sac
+
+TRAINERS = {"sac": sac.train}

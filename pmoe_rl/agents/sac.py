@@ -1,0 +1,308 @@
+"""SAC with a mixture policy and the PMOE estimator (reference/pmoe.md §2-§6), CleanRL-style.
+
+The update, per minibatch (order: temperature, critic, then actor against the updated critic):
+
+  1. policy forward on s: one reparameterised sample per expert, a_k = tanh(mu_k + sigma_k eps_k),
+     with the experts' own log-densities log pi_k(a_k|s);
+  2. k*(s) = argmax_k min(Q_1, Q_2)(s, a_k), all B*K actions scored in one critic call, no autograd;
+  3. alpha step:   L_alpha = -mean[ log alpha * (log pi_{k*}(a_{k*}|s) + H_target) ]             (§2.7)
+  4. critic step:  y = r_scale r + (1 - terminated) gamma [ min Qbar(s', a') - alpha log pi_{k'}(a'|s') ],
+                   k' ~ Cat(w(s')), a' = expert k''s sample, so a' is an exact mixture sample          (§3)
+  5. actor step:   the estimator's loss (``estimators.pmoe``: best-expert SAC loss + MSE gate loss)   (§2.4-6)
+  6. Polyak update of the target critics.
+
+k* is chosen with the critic before its step (as in the official code); the actor's gradient uses the
+updated critic (SB3's order; reference §5). With one expert this is exactly SAC with a tanh-Gaussian.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pmoe_rl import checkpoint
+from pmoe_rl.buffers import Batch, ReplayBuffer
+from pmoe_rl.config import Config, to_dict
+from pmoe_rl.envs import make_env, seed_everything
+from pmoe_rl.estimators import ESTIMATORS, best_expert
+from pmoe_rl.evaluation import evaluate_policy
+from pmoe_rl.logger import RunLogger
+from pmoe_rl.mixture import gather_expert, normal_log_prob, tanh_log_det
+from pmoe_rl.nets import TwinQ
+from pmoe_rl.policies import build_policy
+
+
+class SAC:
+    """The networks, optimisers and update rule; knows nothing about environments or files."""
+
+    def __init__(self, cfg: Config, obs_dim: int, act_dim: int, device: torch.device):
+        self.cfg, self.device = cfg, device
+        sac = cfg.sac
+        self.policy = build_policy(cfg, obs_dim, act_dim).to(device)
+        self.critic = TwinQ(obs_dim, act_dim, sac.critic_hidden).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.learn_alpha = sac.ent_coef == "auto"
+        init = sac.init_alpha if self.learn_alpha else max(float(sac.ent_coef), 1e-30)
+        self.log_alpha = torch.tensor(float(np.log(init)), device=device, requires_grad=self.learn_alpha)
+        self.target_entropy = float(-act_dim if sac.target_entropy == "auto" else sac.target_entropy)
+        self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=sac.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr) if self.learn_alpha else None
+        self.estimator = ESTIMATORS["pmoe"]
+        self.n_updates = 0
+        self._params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+
+    def q_min(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """min(Q_1, Q_2)(s, a) with the critic's weights held fixed (gradients reach ``act`` only)."""
+        return self.critic(obs, act, detach_params=True).min(0).values
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        sac = self.cfg.sac
+        obs = batch.obs
+        # 1-2: every expert's reparameterised action, and the best expert under the current critic
+        dist = self.policy(obs)
+        u = dist.rsample()
+        logp = dist.component_log_prob(u)  # (B, K)
+        k_star = best_expert(obs, torch.tanh(u.detach()), self.q_min)
+
+        # 3: temperature
+        alpha_loss = None
+        if self.learn_alpha:
+            with torch.no_grad():
+                u_star = gather_expert(u, k_star)
+                logp_a = gather_expert(logp, k_star) if sac.alpha_logp == "best" else dist.mixture_log_prob(u_star)
+            alpha_loss = -(self.log_alpha * (logp_a + self.target_entropy)).mean()
+            self.alpha_opt.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_opt.step()
+        alpha = self.log_alpha.detach().exp()
+
+        # 4: critic
+        with torch.no_grad():
+            next_dist = self.policy(batch.next_obs)
+            k_next = next_dist.sample_expert()
+            mean, log_std = gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next)
+            next_u = mean + log_std.exp() * torch.randn_like(mean)
+            if sac.target_logp == "component":
+                next_logp = normal_log_prob(next_u, mean, log_std).sum(-1) - tanh_log_det(next_u)
+            else:
+                next_logp = next_dist.mixture_log_prob(next_u)
+            next_q = self.critic_target(batch.next_obs, torch.tanh(next_u)).min(0).values - alpha * next_logp
+            target = sac.reward_scale * batch.rewards + (1.0 - batch.terminated) * sac.gamma * next_q
+        q = self.critic(obs, batch.actions)  # (2, B)
+        critic_loss = 0.5 * F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        # 5: actor (and gate) against the updated critic
+        out = self.estimator(dist, u, logp, k_star, obs, self.q_min, alpha, sac)
+        self.actor_opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        self.actor_opt.step()
+
+        # 6: targets
+        self.n_updates += 1
+        if self.n_updates % sac.target_update_interval == 0:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._target_params, self._params, sac.tau)
+
+        metrics = {"critic_loss": critic_loss.detach(), "actor_loss": out["policy_loss"].detach(),
+                   "ent_coef": alpha, "entropy": -gather_expert(logp, k_star).detach().mean()}
+        if alpha_loss is not None:
+            metrics["ent_coef_loss"] = alpha_loss.detach()
+        if self.policy.n_experts > 1:
+            w = dist.weights.detach()
+            metrics["gate_loss"] = out["gate_loss"].detach()
+            metrics["gate_entropy"] = -(w * dist.log_w.detach()).sum(-1).mean()
+            metrics["best_expert_freq"] = F.one_hot(k_star, self.policy.n_experts).float().mean(0)
+        return metrics
+
+    # --- persistence -------------------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        out = {f"policy.{k}": v for k, v in self.policy.state_dict().items()}
+        out.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
+        out.update({f"critic_target.{k}": v for k, v in self.critic_target.state_dict().items()})
+        out["log_alpha"] = self.log_alpha.detach().reshape(1)
+        return out
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        for name, module in (("policy", self.policy), ("critic", self.critic), ("critic_target", self.critic_target)):
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")})
+        with torch.no_grad():
+            self.log_alpha.copy_(weights["log_alpha"].reshape(()))
+
+    def optim_state(self) -> dict:
+        opts = {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}
+        return {"n_updates": self.n_updates, **{k: o.state_dict() for k, o in opts.items() if o is not None}}
+
+    def load_optim_state(self, state: dict) -> None:
+        self.n_updates = state["n_updates"]
+        for name, opt in (("actor", self.actor_opt), ("critic", self.critic_opt), ("alpha", self.alpha_opt)):
+            if opt is not None:
+                opt.load_state_dict(state[name])
+
+
+# --- the training loop ------------------------------------------------------------------------------------------
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    device: torch.device
+    resume: checkpoint.Checkpoint | None = None  # loaded with its training state
+    progress: bool | None = None
+
+
+def _rng_state(env) -> dict:
+    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
+             "numpy": np.random.get_state()[1].tolist(), "numpy_pos": int(np.random.get_state()[2]),
+             "torch": torch.get_rng_state(), "env": env.unwrapped.np_random.bit_generator.state,
+             "action_space": env.action_space.np_random.bit_generator.state}
+    if torch.cuda.is_available():
+        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(env, state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    env.unwrapped.np_random.bit_generator.state = state["env"]
+    env.action_space.np_random.bit_generator.state = state["action_space"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(cfg: Config, ctx: RunContext) -> dict:
+    """Train SAC on ``cfg.env`` for ``cfg.steps`` environment steps; returns the last evaluation."""
+    sac, device = cfg.sac, ctx.device
+    seed_everything(cfg.seed)
+    env = make_env(cfg.env, seed=cfg.seed)
+    eval_env = make_env(cfg.env, seed=cfg.seed + 1)
+    obs_space, act_space = env.observation_space, env.unwrapped.action_space
+    obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
+    agent = SAC(cfg, obs_dim, act_dim, device)
+    buffer = ReplayBuffer(min(sac.buffer_size, cfg.steps), obs_dim, act_dim, device)
+    meta = {"algo": "sac", "env_id": cfg.env, "config": to_dict(cfg),
+            "observation_space": checkpoint.describe_box(obs_space), "action_space": checkpoint.describe_box(act_space)}
+
+    step, episodes, last_eval = 0, 0, {}
+    ep_returns, ep_lengths = collections.deque(maxlen=100), collections.deque(maxlen=100)
+    if ctx.resume is not None:
+        checkpoint.check_spaces(ctx.resume.meta, obs_space, act_space)
+        state = ctx.resume.state
+        agent.load_weights(ctx.resume.weights)
+        agent.load_optim_state(state["optim"])
+        buffer.load_state_dict(state["buffer"], state["buffer_meta"])
+        step, episodes = ctx.resume.step, state["episodes"]
+        ep_returns.extend(state["ep_returns"])
+        ep_lengths.extend(state["ep_lengths"])
+        last_eval = state["last_eval"]
+        _set_rng_state(env, state["rng"])
+        obs, _ = env.reset()  # the interrupted episode is lost; a new one starts
+    else:
+        obs, _ = env.reset(seed=cfg.seed)
+
+    def save_checkpoint() -> Path:
+        buf_tensors, buf_meta = buffer.state_dict()
+        state = {"optim": agent.optim_state(), "buffer": buf_tensors, "buffer_meta": buf_meta, "episodes": episodes,
+                 "ep_returns": list(ep_returns), "ep_lengths": list(ep_lengths), "last_eval": last_eval,
+                 "rng": _rng_state(env)}
+        return checkpoint.save(ctx.run_dir, step, agent.weights(), meta, state)
+
+    log = RunLogger(ctx.run_dir, resume_step=step if ctx.resume else None, total_steps=cfg.steps,
+                    progress=ctx.progress)
+    K = agent.policy.n_experts
+    acted = np.zeros(K, dtype=np.int64)
+    sums: dict[str, torch.Tensor] = {}
+    n_sum = 0
+    start_time, start_step = time.perf_counter(), step
+
+    def dump() -> None:
+        nonlocal sums, n_sum, acted
+        elapsed = time.perf_counter() - start_time
+        log.record("time/total_timesteps", step)
+        log.record("time/episodes", episodes)
+        log.record("time/fps", int((step - start_step) / max(elapsed, 1e-9)))
+        log.record("time/time_elapsed", int(elapsed), exclude="tensorboard")
+        if ep_returns:
+            log.record("rollout/ep_rew_mean", float(np.mean(ep_returns)))
+            log.record("rollout/ep_len_mean", float(np.mean(ep_lengths)))
+        if K > 1 and acted.sum():
+            for k, f in enumerate(acted / acted.sum()):
+                log.record(f"rollout/expert_usage_{k}", float(f))
+        if n_sum:
+            log.record("train/n_updates", agent.n_updates)
+            for key, total in sums.items():
+                mean = (total / n_sum).cpu()
+                if mean.dim() == 0:
+                    log.record(f"train/{key}", float(mean))
+                else:
+                    for k, v in enumerate(mean.tolist()):
+                        log.record(f"train/{key}_{k}", v)
+        log.dump(step)
+        sums, n_sum, acted = {}, 0, np.zeros(K, dtype=np.int64)
+
+    try:
+        while step < cfg.steps:
+            if step < sac.learning_starts and sac.warmup == "uniform":
+                action = env.action_space.sample()
+            else:
+                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
+                action_t, k = agent.policy.act(obs_t)
+                action = action_t[0].cpu().numpy()
+                acted[int(k)] += 1
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            buffer.add(obs, action, reward, next_obs, terminated)
+            obs = next_obs
+            step += 1
+            if terminated or truncated:
+                episodes += 1
+                ep_returns.append(float(info["episode"]["r"]))
+                ep_lengths.append(int(info["episode"]["l"]))
+                obs, _ = env.reset()
+                log.progress(0, ret=f"{ep_returns[-1]:.1f}")
+
+            if step >= sac.learning_starts and step % sac.train_freq == 0:
+                for _ in range(sac.gradient_steps):
+                    metrics = agent.update(buffer.sample(sac.batch_size))
+                    for key, value in metrics.items():
+                        sums[key] = sums[key] + value if key in sums else value
+                    n_sum += 1
+            log.progress(1)
+
+            stop = False
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                result = evaluate_policy(agent.policy, eval_env, cfg.eval_episodes, seed=cfg.seed + 1, device=device)
+                last_eval = {"step": step, **result.to_json()}
+                log.record("eval/mean_reward", result.mean_return)
+                log.record("eval/std_reward", result.std_return)
+                log.record("eval/mean_ep_length", float(np.mean(result.lengths)))
+                if K > 1:
+                    for k, f in enumerate(result.expert_usage):
+                        log.record(f"eval/expert_usage_{k}", f)
+                stop = cfg.stop_at_reward is not None and result.mean_return >= cfg.stop_at_reward
+                dump()
+            elif step % cfg.log_every == 0:
+                dump()
+            if stop:
+                log.message(f"stopping at step {step}: evaluation mean return {last_eval['mean_return']:.1f} "
+                            f">= stop_at_reward {cfg.stop_at_reward}")
+                break
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                save_checkpoint()
+        log.message(f"saved checkpoint {save_checkpoint()}")
+    finally:
+        log.close()
+        env.close()
+        eval_env.close()
+    return last_eval

@@ -1,0 +1,273 @@
+"""Run configuration: dataclasses, YAML loading, ``key=value`` overrides and validation.
+
+Precedence, lowest first: the dataclass defaults (the official PMOE code, see reference/pmoe.md §6),
+a YAML file (``--config``), the named CLI flags, then ``--set key=value`` overrides. Every value is
+validated once, in :func:`validate`, before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from pmoe_rl.errors import ConfigError
+
+ALGOS = ("sac",)
+POLICIES = ("pmoe", "gaussian")
+
+
+@dataclass
+class NetConfig:
+    """Policy network (reference/pmoe.md §1)."""
+
+    hidden: list[int] = field(default_factory=lambda: [256, 256])  # shared trunk, ReLU
+    log_std_min: float = -20.0  # clamp of the state-dependent log-std
+    log_std_max: float = 2.0
+    # Gate input: the detached trunk features (official) or the raw observation (co-author script).
+    gate_input: str = "detached_latent"  # detached_latent | obs
+    # Deterministic acting: tanh(mean) of an expert drawn from Cat(w) (official `MakeDeterministic`) or
+    # of the expert with the largest gate weight.
+    eval_expert: str = "sample"  # sample | argmax
+
+
+@dataclass
+class SACConfig:
+    """SAC with the PMOE estimator; defaults from the official code (reference/pmoe.md §2, §3, §6)."""
+
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    critic_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    gamma: float = 0.99
+    tau: float = 0.005
+    target_update_interval: int = 1
+    reward_scale: float = 1.0
+    learning_starts: int = 1000
+    # Warm-up actions: the initial policy (official rlkit) or uniform random actions (SB3).
+    warmup: str = "policy"  # policy | uniform
+    train_freq: int = 1  # env steps between updates
+    gradient_steps: int = 1  # updates each time
+    ent_coef: Union[str, float] = "auto"  # "auto" (learned, log alpha init log(init_alpha)) or a fixed float
+    init_alpha: float = 1.0
+    target_entropy: Union[str, float] = "auto"  # "auto" = -action_dim
+    # PMOE estimator options; the paper leaves these open, defaults are the official code's.
+    expert_update: str = "best"  # best (argmax-Q expert only) | all (every expert's own loss)
+    gate_loss: str = "mse"  # mse to one-hot(k*) | ce (cross-entropy to k*)
+    gate_loss_weight: float = 1.0
+    target_logp: str = "component"  # critic target log-prob: component (of k' ~ Cat(w)) | mixture
+    alpha_logp: str = "best"  # temperature loss log-prob: best (expert k*) | mixture
+
+
+@dataclass
+class Config:
+    env: str = ""
+    algo: str = "sac"
+    policy: str = "pmoe"
+    experts: Union[int, None] = None  # None: 4 for pmoe, 1 for gaussian
+    seed: int = 0
+    steps: int = 1_000_000
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads; 0 = the measured default (see BENCHMARKS.md)
+    eval_every: int = 10_000  # env steps between evaluations; 0 disables
+    eval_episodes: int = 10
+    checkpoint_every: int = 50_000  # env steps between checkpoints; 0 = only at the end
+    log_every: int = 5_000  # env steps between log dumps (stdout table, CSV, TensorBoard, JSON)
+    stop_at_reward: Union[float, None] = None  # stop once an evaluation's mean return reaches this
+    net: NetConfig = field(default_factory=NetConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+
+    @property
+    def n_experts(self) -> int:
+        if self.experts is not None:
+            return self.experts
+        return 1 if self.policy == "gaussian" else 4
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _field_map(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (int/float/str/bool/list[int]/unions)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in typing.get_args(tp))
+        raise ConfigError(f"{key} must be {names}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key} must be null, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _unknown_key(key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def apply_dict(cfg: Any, values: dict, prefix: str = "") -> None:
+    """Set the fields of dataclass ``cfg`` from a (nested) dict, checking names and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
+    fields = _field_map(type(cfg))
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise _unknown_key(name, list(fields))
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            apply_dict(current, value, f"{name}.")
+        else:
+            setattr(cfg, key, _coerce(value, fields[key], name))
+
+
+def set_value(cfg: Config, assignment: str) -> None:
+    """Apply one ``--set key=value`` override; the value is parsed as YAML (``sac.batch_size=512``)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE (for example sac.batch_size=512), got '{assignment}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: Any = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    apply_dict(cfg, nested)
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file; a missing, unreadable or malformed file is a ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        close = difflib.get_close_matches(value, options, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown {name} '{value}'{hint}; choose from {', '.join(options)}")
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value; raise ConfigError naming the first bad one."""
+    if not cfg.env:
+        raise ConfigError("no environment given: pass --env ENV_ID (for example --env Hopper-v5)")
+    _choice("algorithm", cfg.algo, ALGOS)
+    _choice("policy", cfg.policy, POLICIES)
+    if cfg.experts is not None and cfg.experts < 1:
+        raise ConfigError(f"the number of experts must be >= 1, got {cfg.experts}")
+    if cfg.policy == "gaussian" and cfg.n_experts != 1:
+        raise ConfigError(f"--policy gaussian has one expert; got --experts {cfg.n_experts} (use --policy pmoe)")
+    _positive("steps", cfg.steps)
+    for name in ("eval_every", "checkpoint_every", "threads"):
+        _positive(name, getattr(cfg, name), allow_zero=True)
+    _positive("eval_episodes", cfg.eval_episodes)
+    _positive("log_every", cfg.log_every)
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"unknown device '{cfg.device}'; use auto, cpu, cuda or cuda:N")
+
+    net = cfg.net
+    if not net.hidden or any(h < 1 for h in net.hidden):
+        raise ConfigError(f"net.hidden must be a non-empty list of positive sizes, got {net.hidden}")
+    if net.log_std_min >= net.log_std_max:
+        raise ConfigError("net.log_std_min must be smaller than net.log_std_max")
+    _choice("net.gate_input", net.gate_input, ("detached_latent", "obs"))
+    _choice("net.eval_expert", net.eval_expert, ("sample", "argmax"))
+
+    sac = cfg.sac
+    for name in ("actor_lr", "critic_lr", "alpha_lr", "batch_size", "buffer_size", "train_freq",
+                 "gradient_steps", "target_update_interval", "init_alpha"):
+        _positive(f"sac.{name}", getattr(sac, name))
+    for name in ("learning_starts", "gate_loss_weight", "reward_scale"):
+        _positive(f"sac.{name}", getattr(sac, name), allow_zero=True)
+    if not sac.critic_hidden or any(h < 1 for h in sac.critic_hidden):
+        raise ConfigError(f"sac.critic_hidden must be a non-empty list of positive sizes, got {sac.critic_hidden}")
+    if not 0.0 <= sac.gamma <= 1.0:
+        raise ConfigError(f"sac.gamma must be in [0, 1], got {sac.gamma}")
+    if not 0.0 < sac.tau <= 1.0:
+        raise ConfigError(f"sac.tau must be in (0, 1], got {sac.tau}")
+    if isinstance(sac.ent_coef, str) and sac.ent_coef != "auto":
+        raise ConfigError(f"sac.ent_coef must be 'auto' or a number >= 0, got '{sac.ent_coef}'")
+    if isinstance(sac.ent_coef, float):
+        _positive("sac.ent_coef", sac.ent_coef, allow_zero=True)
+    if isinstance(sac.target_entropy, str) and sac.target_entropy != "auto":
+        raise ConfigError(f"sac.target_entropy must be 'auto' or a number, got '{sac.target_entropy}'")
+    _choice("sac.warmup", sac.warmup, ("policy", "uniform"))
+    _choice("sac.expert_update", sac.expert_update, ("best", "all"))
+    _choice("sac.gate_loss", sac.gate_loss, ("mse", "ce"))
+    _choice("sac.target_logp", sac.target_logp, ("component", "mixture"))
+    _choice("sac.alpha_logp", sac.alpha_logp, ("best", "mixture"))
+    return cfg
+
+
+def from_dict(values: dict) -> Config:
+    cfg = Config()
+    apply_dict(cfg, values)
+    return cfg

@@ -1,0 +1,55 @@
+"""Environment creation: gymnasium MuJoCo v5 tasks and any continuous-action gymnasium id.
+
+``make_env`` checks the id (suggesting close names), requires a Box action space, rescales actions to
+[-1, 1] (the policy's tanh range, like rlkit's ``NormalizedBoxEnv``), records episode statistics
+(``info["episode"] = {"r", "l", "t"}``) and seeds the action space. The first ``reset`` takes the seed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from pmoe_rl.errors import EnvError
+
+
+def check_env_id(env_id: str) -> None:
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else " (MuJoCo tasks: Hopper-v5, HalfCheetah-v5, ...)"
+    raise EnvError(f"unknown environment '{env_id}'{hint}")
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None, **kwargs) -> gym.Env:
+    check_env_id(env_id)
+    try:
+        env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    except (gym.error.Error, ImportError, ModuleNotFoundError) as exc:
+        raise EnvError(f"cannot create environment '{env_id}': {exc}") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise EnvError(f"'{env_id}' has a {type(env.action_space).__name__} action space; "
+                       "pmoe-rl's policies need continuous (Box) actions")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        env.close()
+        raise EnvError(f"'{env_id}' needs a flat Box observation space, got {env.observation_space}")
+    if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
+        env.close()
+        raise EnvError(f"'{env_id}' has an unbounded action space; tanh-squashed policies need finite bounds")
+    env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if seed is not None:
+        env.action_space.seed(seed)
+    return env
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

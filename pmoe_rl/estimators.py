@@ -1,0 +1,68 @@
+"""Actor-loss estimators for mixture policies, one function each (DESIGN.md: one mixture, many estimators).
+
+An estimator gets the policy's distribution on a batch of states, one reparameterised pre-squash sample
+per expert ``u`` (B, K, A) with the experts' own log-densities ``logp`` (B, K), a critic ``q_fn(obs, act)``
+returning min_i Q_i (gradients reach the action only), the temperature and the SAC config, and returns
+the actor loss and its parts as tensors (no host sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from pmoe_rl.config import SACConfig
+from pmoe_rl.mixture import SquashedMixture, gather_expert
+
+QFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def score_experts(obs: torch.Tensor, actions: torch.Tensor, q_fn: QFn) -> torch.Tensor:
+    """Q(s, a_k) for every expert's action in one critic call: actions (B, K, A) -> (B, K)."""
+    b, k, a = actions.shape
+    obs_k = obs.unsqueeze(1).expand(b, k, obs.shape[-1]).reshape(b * k, -1)
+    return q_fn(obs_k, actions.reshape(b * k, a)).view(b, k)
+
+
+@torch.no_grad()
+def best_expert(obs: torch.Tensor, actions: torch.Tensor, q_fn: QFn) -> torch.Tensor:
+    """k*(s) = argmax_k min_i Q_i(s, a_k) (reference/pmoe.md §2, steps 2-3), without autograd."""
+    if actions.shape[1] == 1:
+        return torch.zeros(actions.shape[0], dtype=torch.long, device=actions.device)
+    return score_experts(obs, actions, q_fn).argmax(-1)
+
+
+def gate_loss(dist: SquashedMixture, k_star: torch.Tensor, kind: str) -> torch.Tensor:
+    """The frequency loss: the gate regresses onto how often each expert is best (§2, step 5).
+
+    ``mse``: mean over B*K of (w_k - 1[k = k*])^2 (official, ``F.mse_loss``); ``ce``: -log w_{k*}.
+    """
+    if dist.n_experts == 1:
+        return torch.zeros((), device=k_star.device)
+    if kind == "ce":
+        return F.nll_loss(dist.log_w, k_star)
+    return F.mse_loss(dist.weights, F.one_hot(k_star, dist.n_experts).to(dist.log_w.dtype))
+
+
+def pmoe(dist: SquashedMixture, u: torch.Tensor, logp: torch.Tensor, k_star: torch.Tensor, obs: torch.Tensor,
+         q_fn: QFn, alpha: torch.Tensor, cfg: SACConfig) -> dict[str, torch.Tensor]:
+    """PMOE's frequency approximate gradient (reference/pmoe.md §2).
+
+    L_pi = mean_s[ alpha log pi_{k*}(a_{k*}|s) - Q(s, a_{k*}) ]  (component log-density; w not involved)
+    L_w  = mse(w(s), onehot(k*))                                   (weight ``gate_loss_weight``)
+
+    Only expert k*'s action is re-scored with autograd (the K-way scoring that chose k* ran without it;
+    DESIGN.md principle 4). ``expert_update="all"`` instead sums every expert's own SAC loss (NCERL).
+    """
+    if cfg.expert_update == "all":
+        policy_loss = (alpha * logp - score_experts(obs, torch.tanh(u), q_fn)).sum(-1).mean()
+    else:
+        u_star, logp_star = gather_expert(u, k_star), gather_expert(logp, k_star)
+        policy_loss = (alpha * logp_star - q_fn(obs, torch.tanh(u_star))).mean()
+    g_loss = gate_loss(dist, k_star, cfg.gate_loss)
+    return {"loss": policy_loss + cfg.gate_loss_weight * g_loss, "policy_loss": policy_loss, "gate_loss": g_loss}
+
+
+ESTIMATORS = {"pmoe": pmoe}

@@ -1,0 +1,109 @@
+"""``python -m pmoe_rl.evaluate PATH``: evaluate a saved policy.
+
+PATH is a run directory (its latest checkpoint), a checkpoint directory or a file in one. Runs N
+complete episodes (deterministic unless ``--stochastic``), prints mean +- std return and how often each
+expert acted; ``--json FILE`` writes the numbers, ``--video DIR`` records mp4s of the episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from pmoe_rl import checkpoint
+from pmoe_rl.cli import Parser, resolve_device, set_threads
+from pmoe_rl.config import from_dict
+from pmoe_rl.envs import make_env
+from pmoe_rl.errors import ConfigError, EnvError, cli_main
+from pmoe_rl.evaluation import evaluate_policy
+from pmoe_rl.policies import MixturePolicy, build_policy
+
+
+def load_policy(path: str | Path, device="cpu") -> tuple[MixturePolicy, checkpoint.Checkpoint]:
+    """Rebuild the policy saved in a checkpoint (weights only; nothing is unpickled)."""
+    ckpt = checkpoint.load(path, device=device)
+    cfg = from_dict(ckpt.meta["config"])
+    obs_dim, act_dim = ckpt.meta["observation_space"]["shape"][0], ckpt.meta["action_space"]["shape"][0]
+    policy = build_policy(cfg, obs_dim, act_dim).to(device)
+    weights = {k[len("policy."):]: v for k, v in ckpt.weights.items() if k.startswith("policy.")}
+    try:
+        policy.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise checkpoint.CheckpointError(f"checkpoint {ckpt.path} does not match its config: {exc}") from None
+    policy.eval()
+    return policy, ckpt
+
+
+def _video_env(env_id: str, seed: int, folder: Path):
+    import gymnasium as gym
+
+    if os.environ.get("MUJOCO_GL") is None and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        raise EnvError("--video needs moviepy: pip install 'pmoe-rl[video]'") from None
+    env = make_env(env_id, seed=seed, render_mode="rgb_array")
+    try:
+        env.reset(seed=seed)
+        env.render()
+    except Exception as exc:  # no OpenGL backend: EGL/OSMesa missing, no display, ...
+        env.close()
+        raise EnvError(f"cannot render '{env_id}' for --video ({type(exc).__name__}: {exc}); on a headless CPU "
+                       "machine install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa "
+                       "PYOPENGL_PLATFORM=osmesa") from None
+    return gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True, name_prefix="eval")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python -m pmoe_rl.evaluate", description=__doc__.split("\n\n")[1])
+    p.add_argument("path", help="run directory, checkpoint directory or checkpoint file")
+    p.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
+    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed + 1, "
+                   "the seed of the training run's own evaluations)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of tanh(mean) of the expert")
+    p.add_argument("--env", help="evaluate on another env id with the same spaces (default: the run's env)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--video", metavar="DIR", help="record the episodes as mp4 files in DIR")
+    args = p.parse_args(argv)
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    device = resolve_device(args.device)
+    set_threads(0)
+    policy, ckpt = load_policy(args.path, device)
+    cfg = from_dict(ckpt.meta["config"])
+    env_id = args.env or ckpt.meta["env_id"]
+    seed = cfg.seed + 1 if args.seed is None else args.seed
+    if args.video:
+        env = _video_env(env_id, seed, Path(args.video))
+    else:
+        env = make_env(env_id, seed=seed)
+    try:
+        checkpoint.check_spaces(ckpt.meta, env.observation_space, env.unwrapped.action_space)
+        result = evaluate_policy(policy, env, args.episodes, seed=seed, deterministic=not args.stochastic,
+                                 device=device)
+    finally:
+        env.close()
+    mode = "stochastic" if args.stochastic else "deterministic"
+    print(f"{ckpt.path} (step {ckpt.step}) on {env_id}, {args.episodes} {mode} episodes, seed {seed}")
+    print(f"return: {result.mean_return:.2f} +/- {result.std_return:.2f}  "
+          f"(min {min(result.returns):.2f}, max {max(result.returns):.2f}); "
+          f"mean length {sum(result.lengths) / len(result.lengths):.1f}")
+    print("expert usage: " + ", ".join(f"{k}: {u:.1%}" for k, u in enumerate(result.expert_usage)))
+    if args.json:
+        checkpoint.write_text_atomic(Path(args.json), json.dumps(result.to_json(), indent=1))
+        print(f"wrote {args.json}")
+    if args.video:
+        print(f"videos in {args.video}")
+    return 0
+
+
+def _entry() -> None:
+    sys.exit(cli_main(main))
+
+
+if __name__ == "__main__":
+    _entry()

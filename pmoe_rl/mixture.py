@@ -1,0 +1,86 @@
+"""Gaussian-mixture maths for tanh-squashed actions (reference/pmoe.md §1).
+
+A state gives K experts with means mu_k, log-stds log sigma_k (shape (B, K, A)) and gate weights w_k
+(shape (B, K)). Expert k draws u_k ~ N(mu_k, diag sigma_k^2) and acts a_k = tanh(u_k). Log-densities
+follow rlkit's ``TanhNormal``:
+
+    log pi_k(a|s) = sum_d [ log N(u_d; mu_kd, sigma_kd) - log(1 - tanh(u_d)^2 + 1e-6) ]
+    log pi(a|s)   = logsumexp_k [ log w_k + sum_d log N(u_d; mu_kd, sigma_kd) ] - sum_d log(1 - tanh(u_d)^2 + 1e-6)
+
+Since tanh is a bijection, every expert's density of the same squashed action uses the same
+pre-squash u, so a sample's mixture density never needs atanh.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+TANH_EPS = 1e-6
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def normal_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(u; mean, exp(log_std)^2)."""
+    return -0.5 * ((u - mean) * torch.exp(-log_std)).pow(2) - log_std - _HALF_LOG_2PI
+
+
+def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
+    """sum_d log(1 - tanh(u_d)^2 + eps): the log-Jacobian of the squash, summed over the last dim."""
+    return torch.log1p(-torch.tanh(u).pow(2) + TANH_EPS).sum(-1)
+
+
+class SquashedMixture:
+    """The action distribution of a :class:`~pmoe_rl.policies.MixturePolicy` for a batch of states."""
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, log_w: torch.Tensor):
+        self.mean = mean  # (B, K, A)
+        self.log_std = log_std  # (B, K, A)
+        self.log_w = log_w  # (B, K) log gate weights (log-softmax)
+
+    @property
+    def n_experts(self) -> int:
+        return self.mean.shape[-2]
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.log_w.exp()
+
+    def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One reparameterised pre-squash sample per expert, u_k = mu_k + sigma_k * eps: (B, K, A)."""
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.log_std.exp() * eps
+
+    def component_log_prob(self, u: torch.Tensor) -> torch.Tensor:
+        """log pi_k(tanh(u_k)|s) of each expert's own sample u (B, K, A): returns (B, K)."""
+        return normal_log_prob(u, self.mean, self.log_std).sum(-1) - tanh_log_det(u)
+
+    def mixture_log_prob(self, u: torch.Tensor) -> torch.Tensor:
+        """log pi(tanh(u)|s) under the whole mixture for pre-squash actions u of shape (B, A) or (B, M, A)
+        (M candidate actions per state); returns (B,) or (B, M)."""
+        if u.dim() == self.mean.dim() - 1:
+            return self.mixture_log_prob(u.unsqueeze(1)).squeeze(1)
+        # (B, M, 1, A) against (B, 1, K, A) -> (B, M, K)
+        log_n = normal_log_prob(u.unsqueeze(2), self.mean.unsqueeze(1), self.log_std.unsqueeze(1)).sum(-1)
+        return torch.logsumexp(log_n + self.log_w.unsqueeze(1), dim=-1) - tanh_log_det(u)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        """Mixture log-density of squashed actions in (-1, 1), shape (B, A) -> (B,)."""
+        bound = 1.0 - 1e-6
+        return self.mixture_log_prob(torch.atanh(action.clamp(-bound, bound)))
+
+    def sample_expert(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """k ~ Cat(w(s)) for every state: (B,) int64."""
+        if self.n_experts == 1:
+            return torch.zeros(self.mean.shape[0], dtype=torch.long, device=self.mean.device)
+        return torch.multinomial(self.weights, 1, generator=generator).squeeze(-1)
+
+    def mode_expert(self) -> torch.Tensor:
+        return self.log_w.argmax(-1)
+
+
+def gather_expert(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Pick expert k[b] from x of shape (B, K, ...) -> (B, ...)."""
+    index = k.view(-1, *([1] * (x.dim() - 1))).expand(-1, 1, *x.shape[2:])
+    return x.gather(1, index).squeeze(1)

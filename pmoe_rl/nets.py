@@ -1,0 +1,76 @@
+"""Network building blocks: the MLP trunk and a batched ensemble of Q-functions.
+
+The twin critics of SAC are one :class:`EnsembleMLP`: the weights of all members are stacked, so each
+layer is one batched matmul for every member (DESIGN.md, performance principle 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def fanin_init_(linear: nn.Linear, bias: float = 0.1) -> None:
+    """rlkit's ``fanin_init``: U(-1/sqrt(out_features), +) on the weight, constant bias (reference §1)."""
+    bound = 1.0 / math.sqrt(linear.weight.shape[0])
+    nn.init.uniform_(linear.weight, -bound, bound)
+    nn.init.constant_(linear.bias, bias)
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int | None = None, activation=nn.ReLU) -> nn.Sequential:
+    """Linear+activation for each hidden size, then an optional linear output layer."""
+    layers: list[nn.Module] = []
+    for size in hidden:
+        linear = nn.Linear(in_dim, size)
+        fanin_init_(linear)
+        layers += [linear, activation()]
+        in_dim = size
+    if out_dim is not None:
+        layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class EnsembleMLP(nn.Module):
+    """``n`` independent MLPs with stacked weights, evaluated with one batched matmul per layer.
+
+    ``forward(x)`` takes ``x`` of shape (B, in) (shared by all members) or (n, B, in) and returns
+    (n, B, out). Each member is initialised like an ``nn.Linear`` stack (PyTorch default init).
+    """
+
+    def __init__(self, n: int, in_dim: int, hidden: list[int], out_dim: int = 1):
+        super().__init__()
+        self.n = n
+        sizes = [in_dim, *hidden, out_dim]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        """Evaluate all members. ``detach_params=True`` lets gradients reach ``x`` but not the weights
+        (the actor step differentiates through the critic without computing its weight gradients)."""
+        if x.dim() == 2:
+            x = x.expand(self.n, *x.shape)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if detach_params:
+                w, b = w.detach(), b.detach()
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = torch.relu(x)
+        return x
+
+
+class TwinQ(nn.Module):
+    """Twin soft Q-functions Q_i(s, a) as one ensemble; returns (2, B)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int], n: int = 2):
+        super().__init__()
+        self.net = EnsembleMLP(n, obs_dim + act_dim, hidden, 1)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        return self.net(torch.cat([obs, act], dim=-1), detach_params=detach_params).squeeze(-1)
