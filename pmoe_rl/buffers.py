@@ -17,47 +17,52 @@ class Batch(NamedTuple):
 
 
 class ReplayBuffer:
-    """A ring buffer of transitions stored as tensors on ``device``; sampling is ``torch.randint`` there.
+    """A ring buffer of transitions on ``device``; sampling is one ``torch.randint`` and one gather there.
 
-    Only true terminations are stored as ``terminated``: a time-limit truncation keeps bootstrapping
-    from the real next observation.
+    Each transition is one row of a single (capacity, 2 * obs_dim + act_dim + 2) float32 tensor, so
+    adding and sampling touch one tensor, not five. Only true terminations are stored as ``terminated``:
+    a time-limit truncation keeps bootstrapping from the real next observation.
     """
-
-    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
         self.capacity, self.device = int(capacity), torch.device(device)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
         self.pos = self.size = 0
-        empty = lambda *shape: torch.zeros((self.capacity, *shape), dtype=torch.float32, device=self.device)  # noqa: E731
-        self.obs, self.next_obs = empty(obs_dim), empty(obs_dim)
-        self.actions = empty(act_dim)
-        self.rewards, self.terminated = empty(), empty()
+        widths = (obs_dim, act_dim, 1, obs_dim, 1)
+        self.storage = torch.zeros((self.capacity, sum(widths)), dtype=torch.float32, device=self.device)
+        self._splits = widths
+        self._row = np.zeros(sum(widths), dtype=np.float32)
 
     def __len__(self) -> int:
         return self.size
 
+    def _unpack(self, rows: torch.Tensor) -> Batch:
+        obs, actions, rewards, next_obs, terminated = rows.split(self._splits, dim=-1)
+        return Batch(obs, actions, rewards.squeeze(-1), next_obs, terminated.squeeze(-1))
+
     def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool) -> None:
-        i = self.pos
-        self.obs[i] = torch.as_tensor(obs, dtype=torch.float32)
-        self.actions[i] = torch.as_tensor(action, dtype=torch.float32)
-        self.rewards[i] = float(reward)
-        self.next_obs[i] = torch.as_tensor(next_obs, dtype=torch.float32)
-        self.terminated[i] = float(terminated)
-        self.pos = (i + 1) % self.capacity
+        row, o, a = self._row, self.obs_dim, self.act_dim
+        row[:o], row[o:o + a], row[o + a] = obs, action, reward
+        row[o + a + 1:2 * o + a + 1], row[-1] = next_obs, float(terminated)
+        self.storage[self.pos] = torch.from_numpy(row)
+        self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
-        return Batch(*(getattr(self, name)[idx] for name in self.FIELDS))
+        return self._unpack(self.storage[idx])
+
+    def transitions(self) -> Batch:
+        """Every stored transition (views into the storage), oldest slot first."""
+        return self._unpack(self.storage[: self.size])
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON metadata) holding the filled part of the buffer."""
-        tensors = {name: getattr(self, name)[: self.size].contiguous() for name in self.FIELDS}
-        return tensors, {"pos": self.pos, "size": self.size, "capacity": self.capacity}
+        return {"storage": self.storage[: self.size]}, {"pos": self.pos, "size": self.size,
+                                                         "capacity": self.capacity, "widths": list(self._splits)}
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        if meta["capacity"] != self.capacity:
-            raise ValueError(f"buffer capacity {meta['capacity']} != {self.capacity}")
+        if meta["capacity"] != self.capacity or meta["widths"] != list(self._splits):
+            raise ValueError(f"replay buffer layout {meta} does not match this buffer")
         self.pos, self.size = meta["pos"], meta["size"]
-        for name in self.FIELDS:
-            getattr(self, name)[: self.size] = tensors[name].to(self.device)
+        self.storage[: self.size] = tensors["storage"].to(self.device)

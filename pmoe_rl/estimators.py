@@ -16,14 +16,13 @@ import torch.nn.functional as F
 from pmoe_rl.config import SACConfig
 from pmoe_rl.mixture import SquashedMixture, gather_expert
 
+# q_fn(obs (B, D), act (B, A) or (B, K, A)) -> min_i Q_i, shape (B,) or (B, K)
 QFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def score_experts(obs: torch.Tensor, actions: torch.Tensor, q_fn: QFn) -> torch.Tensor:
     """Q(s, a_k) for every expert's action in one critic call: actions (B, K, A) -> (B, K)."""
-    b, k, a = actions.shape
-    obs_k = obs.unsqueeze(1).expand(b, k, obs.shape[-1]).reshape(b * k, -1)
-    return q_fn(obs_k, actions.reshape(b * k, a)).view(b, k)
+    return q_fn(obs, actions)
 
 
 @torch.no_grad()

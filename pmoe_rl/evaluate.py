@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pmoe_rl import checkpoint
-from pmoe_rl.cli import Parser, resolve_device, set_threads
+from pmoe_rl.cli import Parser, resolve_device, configure_cpu
 from pmoe_rl.config import from_dict
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import ConfigError, EnvError, cli_main
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     device = resolve_device(args.device)
-    set_threads(0)
+    configure_cpu(0)
     policy, ckpt = load_policy(args.path, device)
     cfg = from_dict(ckpt.meta["config"])
     env_id = args.env or ckpt.meta["env_id"]

@@ -74,7 +74,10 @@ class SquashedMixture:
         """k ~ Cat(w(s)) for every state: (B,) int64."""
         if self.n_experts == 1:
             return torch.zeros(self.mean.shape[0], dtype=torch.long, device=self.mean.device)
-        return torch.multinomial(self.weights, 1, generator=generator).squeeze(-1)
+        # inverse-CDF sampling: a few elementwise ops, much cheaper than torch.multinomial on small rows
+        r = torch.rand((self.mean.shape[0], 1), generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        k = (self.weights.cumsum(-1) < r).sum(-1)
+        return k.clamp_(max=self.n_experts - 1)
 
     def mode_expert(self) -> torch.Tensor:
         return self.log_w.argmax(-1)

@@ -50,18 +50,26 @@ class EnsembleMLP(nn.Module):
             self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
 
-    def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+    def _params(self, i: int, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = self.weights[i], self.biases[i]
+        return (w.detach(), b.detach()) if detach else (w, b)
+
+    def forward(self, x: torch.Tensor, detach_params: bool = False, first_done: bool = False) -> torch.Tensor:
         """Evaluate all members. ``detach_params=True`` lets gradients reach ``x`` but not the weights
-        (the actor step differentiates through the critic without computing its weight gradients)."""
+        (the actor step differentiates through the critic without computing its weight gradients).
+        ``first_done=True``: ``x`` (n, B, hidden[0]) is the first layer's pre-activation already."""
         if x.dim() == 2:
             x = x.expand(self.n, *x.shape)
         last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if detach_params:
-                w, b = w.detach(), b.detach()
-            x = torch.baddbmm(b, x, w)
+        for i in range(len(self.weights)):
+            if i == 0 and first_done:
+                x = x.relu_() if last else x
+                continue
+            w, b = self._params(i, detach_params)
+            # bmm + in-place bias/ReLU: baddbmm would first copy the broadcast bias into the output
+            x = torch.bmm(x, w).add_(b)
             if i < last:
-                x = torch.relu(x)
+                x = x.relu_()
         return x
 
 
@@ -73,4 +81,17 @@ class TwinQ(nn.Module):
         self.net = EnsembleMLP(n, obs_dim + act_dim, hidden, 1)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
-        return self.net(torch.cat([obs, act], dim=-1), detach_params=detach_params).squeeze(-1)
+        """Q-values of ``act`` (B, A) -> (n, B), or of K candidate actions per state (B, K, A) -> (n, B, K).
+
+        The first layer is split into its observation and action parts, so K candidates per state share
+        one projection of the observation (no concatenation, no repeated rows)."""
+        w, b = self.net._params(0, detach_params)
+        obs_dim = obs.shape[-1]
+        h = torch.baddbmm(b, obs.expand(self.net.n, *obs.shape), w[:, :obs_dim])  # (n, B, H)
+        if act.dim() == 2:
+            h = h + torch.bmm(act.expand(self.net.n, *act.shape), w[:, obs_dim:])
+            return self.net(h, detach_params, first_done=True).squeeze(-1)
+        n, (bsz, k, a) = self.net.n, act.shape
+        h = h.unsqueeze(2).expand(n, bsz, k, h.shape[-1]).reshape(n, bsz * k, -1)
+        h = torch.baddbmm(h, act.reshape(1, bsz * k, a).expand(n, -1, -1), w[:, obs_dim:])
+        return self.net(h, detach_params, first_done=True).view(n, bsz, k)

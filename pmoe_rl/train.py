@@ -22,7 +22,7 @@ import yaml
 from pmoe_rl import checkpoint
 from pmoe_rl.agents import TRAINERS
 from pmoe_rl.agents.sac import RunContext
-from pmoe_rl.cli import Parser, resolve_device, set_threads
+from pmoe_rl.cli import Parser, resolve_device, configure_cpu
 from pmoe_rl.config import ALGOS, POLICIES, Config, apply_dict, from_dict, load_yaml, set_value, to_dict, validate
 from pmoe_rl.envs import check_env_id
 from pmoe_rl.errors import ConfigError, RunDirError, cli_main
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         check_env_id(cfg.env)
         device = resolve_device(cfg.device)
         run_dir = _prepare_run_dir(args, cfg)
-    set_threads(cfg.threads)
+    configure_cpu(cfg.threads)
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     what = f"{cfg.algo.upper()} with a {cfg.policy} policy ({cfg.n_experts} expert{'s' * (cfg.n_experts > 1)})"
     verb = f"resuming from step {resume.step}" if resume else "training"

@@ -53,9 +53,9 @@ class SAC:
         init = sac.init_alpha if self.learn_alpha else max(float(sac.ent_coef), 1e-30)
         self.log_alpha = torch.tensor(float(np.log(init)), device=device, requires_grad=self.learn_alpha)
         self.target_entropy = float(-act_dim if sac.target_entropy == "auto" else sac.target_entropy)
-        self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=sac.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr) if self.learn_alpha else None
+        self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=sac.actor_lr, fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr, fused=True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr, fused=True) if self.learn_alpha else None
         self.estimator = ESTIMATORS["pmoe"]
         self.n_updates = 0
         self._params = list(self.critic.parameters())
@@ -65,7 +65,9 @@ class SAC:
         """min(Q_1, Q_2)(s, a) with the critic's weights held fixed (gradients reach ``act`` only)."""
         return self.critic(obs, act, detach_params=True).min(0).values
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def update(self, batch: Batch, with_metrics: bool = False) -> dict[str, torch.Tensor]:
+        """One gradient step on a minibatch. Returns the metrics (tensors; SB3 logs the latest update's
+        values too) only when asked, so that the other updates spend nothing on diagnostics."""
         sac = self.cfg.sac
         obs = batch.obs
         # 1-2: every expert's reparameterised action, and the best expert under the current critic
@@ -99,7 +101,7 @@ class SAC:
             next_q = self.critic_target(batch.next_obs, torch.tanh(next_u)).min(0).values - alpha * next_logp
             target = sac.reward_scale * batch.rewards + (1.0 - batch.terminated) * sac.gamma * next_q
         q = self.critic(obs, batch.actions)  # (2, B)
-        critic_loss = 0.5 * F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+        critic_loss = (q - target).pow(2).mean()  # = 0.5 * (mse(Q_1) + mse(Q_2)), SB3's critic loss
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
@@ -116,6 +118,8 @@ class SAC:
             with torch.no_grad():
                 torch._foreach_lerp_(self._target_params, self._params, sac.tau)
 
+        if not with_metrics:
+            return {}
         metrics = {"critic_loss": critic_loss.detach(), "actor_loss": out["policy_loss"].detach(),
                    "ent_coef": alpha, "entropy": -gather_expert(logp, k_star).detach().mean()}
         if alpha_loss is not None:
@@ -223,12 +227,11 @@ def train(cfg: Config, ctx: RunContext) -> dict:
                     progress=ctx.progress)
     K = agent.policy.n_experts
     acted = np.zeros(K, dtype=np.int64)
-    sums: dict[str, torch.Tensor] = {}
-    n_sum = 0
+    metrics: dict[str, torch.Tensor] = {}  # the latest update's, as SB3 logs them
     start_time, start_step = time.perf_counter(), step
 
     def dump() -> None:
-        nonlocal sums, n_sum, acted
+        nonlocal acted
         elapsed = time.perf_counter() - start_time
         log.record("time/total_timesteps", step)
         log.record("time/episodes", episodes)
@@ -240,17 +243,17 @@ def train(cfg: Config, ctx: RunContext) -> dict:
         if K > 1 and acted.sum():
             for k, f in enumerate(acted / acted.sum()):
                 log.record(f"rollout/expert_usage_{k}", float(f))
-        if n_sum:
+        if agent.n_updates:
             log.record("train/n_updates", agent.n_updates)
-            for key, total in sums.items():
-                mean = (total / n_sum).cpu()
-                if mean.dim() == 0:
-                    log.record(f"train/{key}", float(mean))
+            for key, value in metrics.items():
+                value = value.cpu()
+                if value.dim() == 0:
+                    log.record(f"train/{key}", float(value))
                 else:
-                    for k, v in enumerate(mean.tolist()):
+                    for k, v in enumerate(value.tolist()):
                         log.record(f"train/{key}_{k}", v)
         log.dump(step)
-        sums, n_sum, acted = {}, 0, np.zeros(K, dtype=np.int64)
+        acted = np.zeros(K, dtype=np.int64)
 
     try:
         while step < cfg.steps:
@@ -272,16 +275,16 @@ def train(cfg: Config, ctx: RunContext) -> dict:
                 obs, _ = env.reset()
                 log.progress(0, ret=f"{ep_returns[-1]:.1f}")
 
+            evaluate_now = cfg.eval_every and step % cfg.eval_every == 0
+            dump_now = evaluate_now or step % cfg.log_every == 0
             if step >= sac.learning_starts and step % sac.train_freq == 0:
-                for _ in range(sac.gradient_steps):
-                    metrics = agent.update(buffer.sample(sac.batch_size))
-                    for key, value in metrics.items():
-                        sums[key] = sums[key] + value if key in sums else value
-                    n_sum += 1
+                for i in range(sac.gradient_steps):
+                    out = agent.update(buffer.sample(sac.batch_size), dump_now and i == sac.gradient_steps - 1)
+                    metrics = out or metrics
             log.progress(1)
 
             stop = False
-            if cfg.eval_every and step % cfg.eval_every == 0:
+            if evaluate_now:
                 result = evaluate_policy(agent.policy, eval_env, cfg.eval_episodes, seed=cfg.seed + 1, device=device)
                 last_eval = {"step": step, **result.to_json()}
                 log.record("eval/mean_reward", result.mean_return)
@@ -292,7 +295,7 @@ def train(cfg: Config, ctx: RunContext) -> dict:
                         log.record(f"eval/expert_usage_{k}", f)
                 stop = cfg.stop_at_reward is not None and result.mean_return >= cfg.stop_at_reward
                 dump()
-            elif step % cfg.log_every == 0:
+            elif dump_now:
                 dump()
             if stop:
                 log.message(f"stopping at step {step}: evaluation mean return {last_eval['mean_return']:.1f} "

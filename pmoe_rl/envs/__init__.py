@@ -41,7 +41,8 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
         env.close()
         raise EnvError(f"'{env_id}' has an unbounded action space; tanh-squashed policies need finite bounds")
-    env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    bound = np.ones(env.action_space.shape, dtype=np.float32)
+    env = gym.wrappers.RescaleAction(env, -bound, bound)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if seed is not None:
         env.action_space.seed(seed)

@@ -1,0 +1,123 @@
+"""Environment steps per second of pmoe-rl SAC (K=1 and K=4) and SB3 SAC, side by side in one invocation.
+
+Same env, hyperparameters (SB3's SAC defaults: [256, 256] nets, batch 256, lr 3e-4, buffer 1e6,
+train_freq 1, gradient_steps 1, auto entropy, uniform random warm-up) and thread count. Each contestant
+runs ``--learning-starts`` warm-up steps, then ``--steps`` steps with one update each; the rate is over the
+training steps only. Rounds alternate between contestants to spread machine noise; the median is reported.
+
+    python scripts/bench_throughput.py --env HalfCheetah-v5 --steps 2000 --rounds 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+
+def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int) -> float:
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env(env_id, n_envs=1, seed=seed)
+    model = SAC("MlpPolicy", env, learning_starts=learning_starts, seed=seed, device="cpu", verbose=0)
+    model.learn(learning_starts)
+    t0 = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    rate = steps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: int) -> float:
+    from pmoe_rl.agents.sac import RunContext, train
+    from pmoe_rl.config import Config, validate
+
+    cfg = Config(env=env_id, policy="pmoe" if experts > 1 else "gaussian", experts=experts, seed=seed,
+                 steps=learning_starts + steps, device="cpu", eval_every=0, checkpoint_every=0,
+                 log_every=learning_starts)
+    cfg.sac.learning_starts, cfg.sac.warmup = learning_starts, "uniform"
+    validate(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        ctx = RunContext(run_dir, torch.device("cpu"), progress=False)
+        marks: dict[str, float] = {}
+        import pmoe_rl.agents.sac as sac_mod
+
+        original = sac_mod.SAC.update
+
+        def timed_update(self, *args, **kwargs):  # start the clock at the first update
+            marks.setdefault("start", time.perf_counter())
+            return original(self, *args, **kwargs)
+
+        sac_mod.SAC.update = timed_update
+        try:
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                train(cfg, ctx)
+        finally:
+            sac_mod.SAC.update = original
+        # the end includes writing the final checkpoint, a fixed cost pmoe-rl pays and SB3 does not
+        return steps / (time.perf_counter() - marks["start"])
+
+
+CONTESTANTS = {"sb3": "SB3 SAC", "k1": "pmoe-rl SAC, Gaussian (K=1)", "k4": "pmoe-rl SAC, PMOE (K=4)"}
+
+
+def worker(args) -> None:
+    if args.worker == "sb3":
+        torch.set_num_threads(args.threads)
+        rate = run_sb3(args.env, args.steps, args.learning_starts, args.seed)
+    else:
+        from pmoe_rl.cli import configure_cpu
+
+        configure_cpu(args.threads)
+        rate = run_pmoe(args.env, args.steps, args.learning_starts, args.seed, 1 if args.worker == "k1" else 4)
+    print(f"RATE {rate}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default="HalfCheetah-v5")
+    p.add_argument("--steps", type=int, default=2000, help="timed training steps per contestant and round")
+    p.add_argument("--learning-starts", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker", choices=list(CONTESTANTS), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    rates: dict[str, list[float]] = {key: [] for key in CONTESTANTS}
+    for r in range(args.rounds):
+        for key, name in CONTESTANTS.items():
+            cmd = [sys.executable, __file__, "--worker", key, "--env", args.env, "--steps", str(args.steps),
+                   "--learning-starts", str(args.learning_starts), "--threads", str(args.threads),
+                   "--seed", str(args.seed)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            rates[key].append(float(out.split("RATE ")[-1]))
+            print(f"round {r + 1}: {name}: {rates[key][-1]:.1f} steps/s", flush=True)
+    base = statistics.median(rates["sb3"])
+    print(f"\n{args.env}, {args.steps} training steps after {args.learning_starts} warm-up, {args.rounds} rounds, "
+          f"{args.threads} torch thread(s); torch {torch.__version__}, SB3 {version('stable-baselines3')}, "
+          f"gymnasium {version('gymnasium')}, mujoco {version('mujoco')}, Python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} CPUs")
+    print("| contestant | steps/s (median) | all rounds | ratio to SB3 SAC |\n|---|---|---|---|")
+    for key, name in CONTESTANTS.items():
+        med = statistics.median(rates[key])
+        print(f"| {name} | {med:.1f} | {', '.join(f'{x:.1f}' for x in rates[key])} | {med / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
