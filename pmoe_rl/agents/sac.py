@@ -65,6 +65,22 @@ class SAC:
         """min(Q_1, Q_2)(s, a) with the critic's weights held fixed (gradients reach ``act`` only)."""
         return self.critic(obs, act, detach_params=True).min(0).values
 
+    @torch.no_grad()
+    def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
+        """y = r_scale r + (1 - terminated) gamma [min_i Qbar_i(s', a') - alpha log pi(a'|s')] (reference §3):
+        k' ~ Cat(w(s')), a' from expert k' (an exact mixture sample), its component log-prob by default."""
+        sac = self.cfg.sac
+        next_dist = self.policy(batch.next_obs)
+        k_next = next_dist.sample_expert()
+        mean, log_std = gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next)
+        next_u = mean + log_std.exp() * torch.randn_like(mean)
+        if sac.target_logp == "component":
+            next_logp = normal_log_prob(next_u, mean, log_std).sum(-1) - tanh_log_det(next_u)
+        else:
+            next_logp = next_dist.mixture_log_prob(next_u)
+        next_q = self.critic_target(batch.next_obs, torch.tanh(next_u)).min(0).values - alpha * next_logp
+        return sac.reward_scale * batch.rewards + (1.0 - batch.terminated) * sac.gamma * next_q
+
     def update(self, batch: Batch, with_metrics: bool = False) -> dict[str, torch.Tensor]:
         """One gradient step on a minibatch. Returns the metrics (tensors; SB3 logs the latest update's
         values too) only when asked, so that the other updates spend nothing on diagnostics."""
@@ -89,17 +105,7 @@ class SAC:
         alpha = self.log_alpha.detach().exp()
 
         # 4: critic
-        with torch.no_grad():
-            next_dist = self.policy(batch.next_obs)
-            k_next = next_dist.sample_expert()
-            mean, log_std = gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next)
-            next_u = mean + log_std.exp() * torch.randn_like(mean)
-            if sac.target_logp == "component":
-                next_logp = normal_log_prob(next_u, mean, log_std).sum(-1) - tanh_log_det(next_u)
-            else:
-                next_logp = next_dist.mixture_log_prob(next_u)
-            next_q = self.critic_target(batch.next_obs, torch.tanh(next_u)).min(0).values - alpha * next_logp
-            target = sac.reward_scale * batch.rewards + (1.0 - batch.terminated) * sac.gamma * next_q
+        target = self.td_target(batch, alpha)
         q = self.critic(obs, batch.actions)  # (2, B)
         critic_loss = (q - target).pow(2).mean()  # = 0.5 * (mse(Q_1) + mse(Q_2)), SB3's critic loss
         self.critic_opt.zero_grad(set_to_none=True)

@@ -1,0 +1,123 @@
+"""The PMOE estimator (reference/pmoe.md §2): gradient routing, closed-form values, the gate's target."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pmoe_rl.config import SACConfig
+from pmoe_rl.estimators import best_expert, gate_loss, pmoe
+from pmoe_rl.mixture import SquashedMixture, gather_expert
+from pmoe_rl.policies import MixturePolicy
+
+TARGET = torch.tensor([0.3, -0.5])
+
+
+def toy_q(obs, act):
+    """A critic that prefers actions near TARGET; works for (B, A) and (B, K, A) actions."""
+    return -(act - TARGET).pow(2).sum(-1)
+
+
+def forward(k=3, b=32, seed=0):
+    torch.manual_seed(seed)
+    policy = MixturePolicy(4, 2, n_experts=k, hidden=[16])
+    obs = torch.randn(b, 4)
+    dist = policy(obs)
+    for t in (dist.mean, dist.log_std, dist.log_w):
+        if t.requires_grad:
+            t.retain_grad()
+    u = dist.rsample()
+    logp = dist.component_log_prob(u)
+    return policy, obs, dist, u, logp
+
+
+def test_best_expert_is_argmax_of_q():
+    _, obs, dist, u, _ = forward()
+    k_star = best_expert(obs, torch.tanh(u), toy_q)
+    q = torch.stack([toy_q(obs, torch.tanh(u[:, k])) for k in range(3)], -1)
+    assert torch.equal(k_star, q.argmax(-1))
+    assert len(set(k_star.tolist())) > 1  # the test exercises several experts
+
+
+def test_actor_loss_value_and_gradient_reach_only_the_best_expert():
+    policy, obs, dist, u, logp = forward()
+    alpha = torch.tensor(0.2)
+    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
+    out = pmoe(dist, u, logp, k_star, obs, toy_q, alpha, SACConfig())
+    rows = torch.arange(32)
+    expected = (alpha * logp[rows, k_star] - toy_q(obs, torch.tanh(u[rows, k_star]))).mean()
+    torch.testing.assert_close(out["policy_loss"], expected)
+
+    out["policy_loss"].backward(retain_graph=True)
+    chosen = F.one_hot(k_star, 3).bool()
+    for grad in (dist.mean.grad, dist.log_std.grad):
+        assert grad[~chosen].abs().max() == 0  # other experts' outputs get nothing
+        assert (grad[chosen].abs().sum(-1) > 0).all()  # the chosen expert's outputs do
+    assert dist.log_w.grad is None or dist.log_w.grad.abs().max() == 0  # w does not appear in L_pi
+    assert policy.gate.weight.grad is None or policy.gate.weight.grad.abs().max() == 0
+
+
+def test_gate_receives_only_the_mse_frequency_gradient():
+    policy, obs, dist, u, logp = forward()
+    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
+    g = gate_loss(dist, k_star, "mse")
+    onehot = F.one_hot(k_star, 3).float()
+    w = dist.weights.detach()
+    torch.testing.assert_close(g, ((w - onehot) ** 2).mean())
+    g.backward()
+    # closed form: dL/dw = 2 (w - onehot) / (B K), and log_w.grad = w * dL/dw
+    torch.testing.assert_close(dist.log_w.grad, w * 2 * (w - onehot) / (32 * 3))
+    assert dist.mean.grad is None and dist.log_std.grad is None
+    assert all(p.grad is None for p in policy.trunk.parameters())  # the gate reads the detached trunk
+
+
+def test_gate_regresses_onto_best_expert_frequencies():
+    """Minimising the MSE gate loss with random k* ~ p drives w to p (the 'frequency' reading)."""
+    torch.manual_seed(0)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = torch.zeros(4, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.02)
+    for _ in range(3000):
+        k_star = torch.multinomial(p, 256, replacement=True)
+        dist = SquashedMixture(torch.zeros(256, 4, 1), torch.zeros(256, 4, 1), torch.log_softmax(logits, -1).expand(256, 4))
+        loss = gate_loss(dist, k_star, "mse")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.testing.assert_close(torch.softmax(logits, -1).detach(), p, atol=0.02, rtol=0)
+
+
+def test_cross_entropy_gate_option():
+    _, obs, dist, u, _ = forward()
+    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
+    torch.testing.assert_close(gate_loss(dist, k_star, "ce"), -dist.log_w[torch.arange(32), k_star].mean())
+
+
+def test_all_experts_option_sums_every_experts_loss():
+    _, obs, dist, u, logp = forward()
+    alpha = torch.tensor(0.1)
+    cfg = SACConfig(expert_update="all")
+    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
+    out = pmoe(dist, u, logp, k_star, obs, toy_q, alpha, cfg)
+    q = torch.stack([toy_q(obs, torch.tanh(u[:, k])) for k in range(3)], -1)
+    torch.testing.assert_close(out["policy_loss"], (alpha * logp - q).sum(-1).mean())
+    out["policy_loss"].backward()
+    assert (dist.mean.grad.abs().sum(-1) > 0).all()  # every expert learns
+
+
+def test_single_expert_is_plain_sac_actor_loss():
+    _, obs, dist, u, logp = forward(k=1)
+    alpha = torch.tensor(0.3)
+    k_star = best_expert(obs, torch.tanh(u), toy_q)
+    assert k_star.eq(0).all()
+    out = pmoe(dist, u, logp, k_star, obs, toy_q, alpha, SACConfig())
+    assert out["gate_loss"].item() == 0
+    torch.testing.assert_close(out["loss"], (alpha * logp[:, 0] - toy_q(obs, torch.tanh(u[:, 0]))).mean())
+
+
+@pytest.mark.parametrize("weight", [0.0, 2.5])
+def test_gate_loss_weight(weight):
+    _, obs, dist, u, logp = forward()
+    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
+    out = pmoe(dist, u, logp, k_star, obs, toy_q, torch.tensor(0.2), SACConfig(gate_loss_weight=weight))
+    torch.testing.assert_close(out["loss"], out["policy_loss"] + weight * out["gate_loss"])
+    assert gather_expert(logp, k_star).shape == (32,)

@@ -1,0 +1,111 @@
+"""Mixture log-densities and sampling against torch.distributions and SB3's squashed Gaussian."""
+
+import pytest
+import torch
+from torch.distributions import (Categorical, Independent, MixtureSameFamily, Normal, TanhTransform,
+                                 TransformedDistribution)
+
+from pmoe_rl.mixture import SquashedMixture, gather_expert
+from pmoe_rl.policies import MixturePolicy
+
+
+def random_mixture(b=64, k=3, a=2):
+    mean = torch.randn(b, k, a) * 0.7
+    log_std = torch.randn(b, k, a) * 0.3 - 0.5
+    log_w = torch.log_softmax(torch.randn(b, k), -1)
+    return SquashedMixture(mean, log_std, log_w)
+
+
+def reference(dist: SquashedMixture):
+    """pi(a|s) = sum_k w_k TanhNormal_k, built from torch.distributions."""
+    comp = Independent(TransformedDistribution(Normal(dist.mean, dist.log_std.exp()), [TanhTransform()]), 1)
+    return MixtureSameFamily(Categorical(logits=dist.log_w), comp), comp
+
+
+def test_mixture_log_prob_matches_torch_distributions():
+    dist = random_mixture()
+    ref, _ = reference(dist)
+    u = torch.randn(64, 2) * 0.8  # actions away from +-1, where rlkit's 1e-6 epsilon is negligible
+    ours = dist.mixture_log_prob(u)
+    torch.testing.assert_close(ours, ref.log_prob(torch.tanh(u)), atol=2e-4, rtol=1e-5)
+    torch.testing.assert_close(dist.log_prob(torch.tanh(u)), ours, atol=1e-4, rtol=1e-5)
+
+
+def test_candidate_actions_and_component_log_prob():
+    dist = random_mixture()
+    ref, comp = reference(dist)
+    u = dist.rsample()  # (B, K, A): expert k's own sample
+    # each expert's density of its own sample
+    own = comp.log_prob(torch.tanh(u))  # broadcasting: expert k evaluated at u[:, k]
+    torch.testing.assert_close(dist.component_log_prob(u), own, atol=2e-4, rtol=1e-5)
+    # the mixture density of all K candidates at once equals K separate calls
+    many = dist.mixture_log_prob(u)
+    for k in range(3):
+        torch.testing.assert_close(many[:, k], ref.log_prob(torch.tanh(u[:, k])), atol=2e-4, rtol=1e-5)
+
+
+def test_single_expert_matches_sb3_squashed_gaussian():
+    from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
+
+    dist = random_mixture(k=1, a=3)
+    sb3 = SquashedDiagGaussianDistribution(3).proba_distribution(dist.mean[:, 0], dist.log_std[:, 0])
+    actions = torch.tanh(torch.randn(64, 3) * 0.8)
+    torch.testing.assert_close(dist.log_prob(actions), sb3.log_prob(actions), atol=1e-4, rtol=1e-5)
+
+
+def test_rsample_is_reparameterised():
+    mean = torch.zeros(5, 2, 3, requires_grad=True)
+    log_std = torch.zeros(5, 2, 3, requires_grad=True)
+    dist = SquashedMixture(mean, log_std, torch.log(torch.full((5, 2), 0.5)))
+    dist.rsample().sum().backward()
+    assert torch.equal(mean.grad, torch.ones_like(mean))
+    assert log_std.grad.abs().sum() > 0
+
+
+def test_sample_expert_frequencies_follow_the_gate():
+    w = torch.tensor([0.1, 0.6, 0.05, 0.25])
+    dist = SquashedMixture(torch.zeros(20000, 4, 1), torch.zeros(20000, 4, 1), w.log().expand(20000, 4))
+    freq = torch.bincount(dist.sample_expert(torch.Generator().manual_seed(0)), minlength=4) / 20000
+    # 4 sigma of a binomial proportion with n = 20000
+    assert torch.all((freq - w).abs() < 4 * torch.sqrt(w * (1 - w) / 20000))
+
+
+def test_gather_expert():
+    x = torch.arange(24.0).view(2, 3, 4)
+    out = gather_expert(x, torch.tensor([2, 0]))
+    assert torch.equal(out, torch.stack([x[0, 2], x[1, 0]]))
+
+
+def test_policy_shapes_gate_detached_and_acting():
+    policy = MixturePolicy(5, 2, n_experts=4, hidden=[16, 16])
+    obs = torch.randn(7, 5)
+    dist = policy(obs)
+    assert dist.mean.shape == (7, 4, 2) and dist.log_w.shape == (7, 4)
+    torch.testing.assert_close(dist.weights.sum(-1), torch.ones(7))
+    # the gate sees the detached trunk: its loss leaves the trunk without gradient
+    dist.log_w.sum().backward()
+    assert all(p.grad is None for p in policy.trunk.parameters())
+    assert policy.gate.weight.grad is not None
+    action, k = policy.act(obs, deterministic=True, generator=torch.Generator().manual_seed(1))
+    dist = policy(obs)
+    torch.testing.assert_close(action, torch.tanh(gather_expert(dist.mean, k)))
+    action, _ = policy.act(obs)
+    assert action.shape == (7, 2) and action.abs().max() <= 1
+
+
+def test_log_std_is_clamped():
+    policy = MixturePolicy(3, 2, n_experts=2, hidden=[8], log_std_min=-1.0, log_std_max=0.5)
+    with torch.no_grad():
+        policy.log_std_head.bias.fill_(10.0)
+    assert policy(torch.randn(4, 3)).log_std.max().item() == pytest.approx(0.5)
+    with torch.no_grad():
+        policy.log_std_head.bias.fill_(-10.0)
+    assert policy(torch.randn(4, 3)).log_std.min().item() == pytest.approx(-1.0)
+
+
+def test_argmax_eval_expert_picks_largest_weight():
+    policy = MixturePolicy(3, 2, n_experts=3, hidden=[8], eval_expert="argmax")
+    obs = torch.randn(10, 3)
+    _, k = policy.act(obs, deterministic=True)
+    assert torch.equal(k, policy(obs).log_w.argmax(-1))
+    assert torch.isfinite(policy(obs).mixture_log_prob(torch.zeros(10, 2))).all()
