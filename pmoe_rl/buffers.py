@@ -62,7 +62,15 @@ class ReplayBuffer:
                                                          "capacity": self.capacity, "widths": list(self._splits)}
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        if meta["capacity"] != self.capacity or meta["widths"] != list(self._splits):
-            raise ValueError(f"replay buffer layout {meta} does not match this buffer")
-        self.pos, self.size = meta["pos"], meta["size"]
-        self.storage[: self.size] = tensors["storage"].to(self.device)
+        """Restore a saved buffer; a different capacity (a run resumed with more steps) keeps the newest
+        transitions in order."""
+        if meta["widths"] != list(self._splits):
+            raise ValueError(f"replay buffer rows {meta['widths']} do not match this buffer's {list(self._splits)}")
+        rows, pos = tensors["storage"].to(self.device), meta["pos"]
+        if meta["capacity"] == self.capacity:
+            self.pos, self.size = pos, meta["size"]
+        else:
+            rows = torch.cat([rows[pos:], rows[:pos]])[-self.capacity:]  # oldest first
+            self.size = rows.shape[0]
+            self.pos = self.size % self.capacity
+        self.storage[: self.size] = rows

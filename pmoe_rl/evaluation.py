@@ -41,8 +41,8 @@ def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: 
     generator = torch.Generator(device=device).manual_seed(seed)
     counts = np.zeros(policy.n_experts, dtype=np.int64)
     returns, lengths, traces = [], [], []
-    obs, _ = env.reset(seed=seed)
-    for _ in range(n_episodes):
+    for episode in range(n_episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
         done, ret, trace = False, 0.0, []
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
@@ -55,6 +55,5 @@ def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: 
         returns.append(ret)
         lengths.append(len(trace))
         traces.append(trace)
-        obs, _ = env.reset()
     usage = (counts / max(counts.sum(), 1)).tolist()
     return EvalResult(returns, lengths, usage, traces)

@@ -114,3 +114,16 @@ def test_fixed_entropy_coefficient():
     agent.update(random_batch())
     assert agent.log_alpha.exp().item() == pytest.approx(0.05)
     assert agent.alpha_opt is None
+
+
+@pytest.mark.parametrize("new_capacity", [3, 8])
+def test_replay_buffer_restores_into_another_capacity_keeping_the_newest(new_capacity):
+    buf = ReplayBuffer(5, obs_dim=1, act_dim=1)
+    for i in range(7):  # wrapped: holds transitions 2..6
+        buf.add(np.array([i]), np.array([0.0]), float(i), np.array([i]), False)
+    other = ReplayBuffer(new_capacity, 1, 1)
+    other.load_state_dict(*buf.state_dict())
+    expected = [2.0, 3.0, 4.0, 5.0, 6.0][-new_capacity:]
+    assert other.transitions().rewards.tolist()[: len(expected)] == expected
+    other.add(np.array([7]), np.array([0.0]), 7.0, np.array([7]), False)
+    assert 7.0 in other.transitions().rewards.tolist() and len(other) == min(new_capacity, 6)
