@@ -31,6 +31,20 @@ def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
     return torch.log1p(-torch.tanh(u).pow(2) + TANH_EPS).sum(-1)
 
 
+def squashed_sample(mean: torch.Tensor, log_std: torch.Tensor,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised u = mean + sigma * eps and log pi(tanh(u)), summed over the last dim.
+
+    The Gaussian term is written with eps, -eps^2/2 - log sigma - log sqrt(2 pi): the same function of
+    (mean, log_std) as ``normal_log_prob(u, mean, log_std)`` for this sample, so values and gradients
+    agree, with fewer operations.
+    """
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    u = mean + log_std.exp() * eps
+    logp = (-0.5 * eps.pow(2) - log_std).sum(-1) - mean.shape[-1] * _HALF_LOG_2PI - tanh_log_det(u)
+    return u, logp
+
+
 class SquashedMixture:
     """The action distribution of a :class:`~pmoe_rl.policies.MixturePolicy` for a batch of states."""
 
@@ -51,6 +65,10 @@ class SquashedMixture:
         """One reparameterised pre-squash sample per expert, u_k = mu_k + sigma_k * eps: (B, K, A)."""
         eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.log_std.exp() * eps
+
+    def rsample_with_log_prob(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each expert's reparameterised sample u_k (B, K, A) and its own log pi_k(tanh(u_k)|s) (B, K)."""
+        return squashed_sample(self.mean, self.log_std, generator)
 
     def component_log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """log pi_k(tanh(u_k)|s) of each expert's own sample u (B, K, A): returns (B, K)."""

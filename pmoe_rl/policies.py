@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pmoe_rl.config import Config
-from pmoe_rl.mixture import SquashedMixture, gather_expert
+from pmoe_rl.mixture import SquashedMixture, gather_expert, squashed_sample
 from pmoe_rl.nets import mlp
 
 
@@ -62,9 +62,8 @@ class MixturePolicy(nn.Module):
             k = dist.sample_expert(generator)
         if deterministic:
             return torch.tanh(gather_expert(dist.mean, k)), k
-        mean, log_std = gather_expert(dist.mean, k), gather_expert(dist.log_std, k)
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return torch.tanh(mean + log_std.exp() * eps), k
+        u, _ = squashed_sample(gather_expert(dist.mean, k), gather_expert(dist.log_std, k), generator)
+        return torch.tanh(u), k
 
 
 def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy:

@@ -109,3 +109,16 @@ def test_argmax_eval_expert_picks_largest_weight():
     _, k = policy.act(obs, deterministic=True)
     assert torch.equal(k, policy(obs).log_w.argmax(-1))
     assert torch.isfinite(policy(obs).mixture_log_prob(torch.zeros(10, 2))).all()
+
+
+def test_rsample_with_log_prob_matches_component_log_prob_in_value_and_gradient():
+    mean = (torch.randn(16, 3, 2) * 0.5).requires_grad_()
+    log_std = (torch.randn(16, 3, 2) * 0.3 - 0.5).requires_grad_()
+    dist = SquashedMixture(mean, log_std, torch.log_softmax(torch.randn(16, 3), -1))
+    u, logp = dist.rsample_with_log_prob(torch.Generator().manual_seed(3))
+    reference = dist.component_log_prob(u)
+    torch.testing.assert_close(logp, reference)
+    g1 = torch.autograd.grad(logp.sum(), (mean, log_std), retain_graph=True)
+    g2 = torch.autograd.grad(reference.sum(), (mean, log_std))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)

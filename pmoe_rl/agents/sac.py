@@ -35,7 +35,7 @@ from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.estimators import ESTIMATORS, best_expert
 from pmoe_rl.evaluation import evaluate_policy
 from pmoe_rl.logger import RunLogger
-from pmoe_rl.mixture import gather_expert, normal_log_prob, tanh_log_det
+from pmoe_rl.mixture import gather_expert, squashed_sample
 from pmoe_rl.nets import TwinQ
 from pmoe_rl.policies import build_policy
 
@@ -72,11 +72,8 @@ class SAC:
         sac = self.cfg.sac
         next_dist = self.policy(batch.next_obs)
         k_next = next_dist.sample_expert()
-        mean, log_std = gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next)
-        next_u = mean + log_std.exp() * torch.randn_like(mean)
-        if sac.target_logp == "component":
-            next_logp = normal_log_prob(next_u, mean, log_std).sum(-1) - tanh_log_det(next_u)
-        else:
+        next_u, next_logp = squashed_sample(gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next))
+        if sac.target_logp == "mixture":
             next_logp = next_dist.mixture_log_prob(next_u)
         next_q = self.critic_target(batch.next_obs, torch.tanh(next_u)).min(0).values - alpha * next_logp
         return sac.reward_scale * batch.rewards + (1.0 - batch.terminated) * sac.gamma * next_q
@@ -88,8 +85,7 @@ class SAC:
         obs = batch.obs
         # 1-2: every expert's reparameterised action, and the best expert under the current critic
         dist = self.policy(obs)
-        u = dist.rsample()
-        logp = dist.component_log_prob(u)  # (B, K)
+        u, logp = dist.rsample_with_log_prob()  # (B, K, A), (B, K)
         k_star = best_expert(obs, torch.tanh(u.detach()), self.q_min)
 
         # 3: temperature
@@ -98,9 +94,10 @@ class SAC:
             with torch.no_grad():
                 u_star = gather_expert(u, k_star)
                 logp_a = gather_expert(logp, k_star) if sac.alpha_logp == "best" else dist.mixture_log_prob(u_star)
-            alpha_loss = -(self.log_alpha * (logp_a + self.target_entropy)).mean()
-            self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
+                # L_alpha is linear in log alpha, so its gradient -mean(log pi + H_target) is written out
+                grad = -(logp_a + self.target_entropy).mean()
+                alpha_loss = self.log_alpha * grad
+            self.log_alpha.grad = grad
             self.alpha_opt.step()
         alpha = self.log_alpha.detach().exp()
 
