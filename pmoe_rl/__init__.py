@@ -3,7 +3,14 @@
 from pmoe_rl.buffers import Batch, ReplayBuffer
 from pmoe_rl.config import Config, NetConfig, SACConfig
 from pmoe_rl.envs import make_env
-from pmoe_rl.errors import CheckpointError, ConfigError, DeviceError, EnvError, PmoeError, RunDirError
+from pmoe_rl.errors import (
+    CheckpointError,
+    ConfigError,
+    DeviceError,
+    EnvError,
+    PmoeError,
+    RunDirError,
+)
 from pmoe_rl.estimators import ESTIMATORS, best_expert, gate_loss, pmoe
 from pmoe_rl.evaluation import EvalResult, evaluate_policy
 from pmoe_rl.mixture import SquashedMixture

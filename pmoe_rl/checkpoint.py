@@ -19,11 +19,13 @@ import hashlib
 import json
 import os
 import platform
+import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -106,6 +108,28 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def capture_rng(env) -> dict:
+    """The global Python, NumPy and torch generators and the env's own, for an exact-as-possible resume."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {"python": list(py[1]), "python_pos": py[2], "numpy": np_state[1].tolist(), "numpy_pos": int(np_state[2]),
+             "torch": torch.get_rng_state(), "env": env.unwrapped.np_random.bit_generator.state,
+             "action_space": env.action_space.np_random.bit_generator.state}
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng(env, state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    env.unwrapped.np_random.bit_generator.state = state["env"]
+    env.action_space.np_random.bit_generator.state = state["action_space"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 # --- save / load ---------------------------------------------------------------------------------------------
 
 @dataclass
@@ -114,7 +138,6 @@ class Checkpoint:
     meta: dict
     weights: dict[str, torch.Tensor]
     state: Any = None  # the nested training state, when loaded with ``with_state=True``
-    extra: dict = field(default_factory=dict)
 
     @property
     def step(self) -> int:

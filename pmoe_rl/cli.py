@@ -20,11 +20,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
-    def exit(self, status: int = 0, message: str | None = None):
-        if message:
-            self._print_message(message)
-        raise SystemExit(status)
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pmoe_rl import checkpoint
-from pmoe_rl.cli import Parser, resolve_device, configure_cpu
+from pmoe_rl.cli import Parser, configure_cpu, resolve_device
 from pmoe_rl.config import from_dict
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import ConfigError, EnvError, cli_main

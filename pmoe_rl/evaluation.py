@@ -7,7 +7,7 @@ so the same checkpoint and seed give the same returns in any process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +21,6 @@ class EvalResult:
     returns: list[float]
     lengths: list[int]
     expert_usage: list[float]  # fraction of steps each expert acted
-    expert_trace: list[list[int]] = field(default_factory=list)  # the acting expert at each step, per episode
 
     @property
     def mean_return(self) -> float:
@@ -40,7 +39,7 @@ def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: 
                     device: torch.device | str = "cpu") -> EvalResult:
     generator = torch.Generator(device=device).manual_seed(seed)
     counts = np.zeros(policy.n_experts, dtype=np.int64)
-    returns, lengths, traces = [], [], []
+    returns, lengths = [], []
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
         done, ret, trace = False, 0.0, []
@@ -54,6 +53,5 @@ def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: 
         counts += np.bincount(trace, minlength=policy.n_experts)
         returns.append(ret)
         lengths.append(len(trace))
-        traces.append(trace)
     usage = (counts / max(counts.sum(), 1)).tolist()
-    return EvalResult(returns, lengths, usage, traces)
+    return EvalResult(returns, lengths, usage)

@@ -21,16 +21,26 @@ import yaml
 
 from pmoe_rl import checkpoint
 from pmoe_rl.agents import TRAINERS
-from pmoe_rl.agents.sac import RunContext
-from pmoe_rl.cli import Parser, resolve_device, configure_cpu
-from pmoe_rl.config import ALGOS, POLICIES, Config, apply_dict, from_dict, load_yaml, set_value, to_dict, validate
+from pmoe_rl.agents.base import RunContext
+from pmoe_rl.cli import Parser, configure_cpu, resolve_device
+from pmoe_rl.config import (
+    ALGOS,
+    POLICIES,
+    Config,
+    apply_dict,
+    from_dict,
+    load_yaml,
+    set_value,
+    to_dict,
+    validate,
+)
 from pmoe_rl.envs import check_env_id
 from pmoe_rl.errors import ConfigError, RunDirError, cli_main
 
-# flag -> config key, for the named flags (None defaults: unset flags leave the config alone)
-FLAGS = {"env": "env", "algo": "algo", "policy": "policy", "experts": "experts", "steps": "steps", "seed": "seed",
-         "device": "device", "threads": "threads", "eval_every": "eval_every", "eval_episodes": "eval_episodes",
-         "checkpoint_every": "checkpoint_every", "log_every": "log_every", "stop_at_reward": "stop_at_reward"}
+# the named flags that set a top-level config key of the same name (None defaults: unset flags leave the
+# config alone)
+FLAGS = ("env", "algo", "policy", "experts", "steps", "seed", "device", "threads", "eval_every", "eval_episodes",
+         "checkpoint_every", "log_every", "stop_at_reward")
 # what may change when a run is resumed; everything else must match the saved config
 RESUMABLE = {"steps", "device", "threads", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
              "stop_at_reward"}
@@ -70,8 +80,10 @@ def build_parser() -> Parser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set any hyperparameter, e.g. --set sac.batch_size=512 (repeatable; listed below)")
     p.add_argument("--run-dir", metavar="DIR", help="where to write the run (default: runs/ENV_ALGO_POLICY_sSEED_TIME)")
-    p.add_argument("--eval-every", type=int, metavar="N", help=f"steps between evaluations, 0 = never (default: {d.eval_every})")
-    p.add_argument("--eval-episodes", type=int, metavar="N", help=f"episodes per evaluation (default: {d.eval_episodes})")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help=f"steps between evaluations, 0 = never (default: {d.eval_every})")
+    p.add_argument("--eval-episodes", type=int, metavar="N",
+                   help=f"episodes per evaluation (default: {d.eval_episodes})")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help=f"steps between checkpoints, 0 = only at the end (default: {d.checkpoint_every})")
     p.add_argument("--log-every", type=int, metavar="N", help=f"steps between log lines (default: {d.log_every})")
@@ -86,7 +98,7 @@ def build_parser() -> Parser:
 
 
 def _flag_values(args) -> dict:
-    return {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
+    return {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None}
 
 
 def resolve_config(args) -> Config:
@@ -139,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, run_dir = _resume_config(args)
         check_env_id(cfg.env)
         device = resolve_device(cfg.device)
-        resume = checkpoint.load(run_dir, with_state=True, device=device)
+        resume = checkpoint.load(run_dir, with_state=True)  # on the CPU: RNG states must stay there
         if resume.step >= cfg.steps:
             print(f"run {run_dir} is already at step {resume.step} >= --steps {cfg.steps}; nothing to do")
             return 0

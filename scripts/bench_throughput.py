@@ -39,7 +39,8 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int) -> float:
 
 
 def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: int) -> float:
-    from pmoe_rl.agents.sac import RunContext, train
+    from pmoe_rl.agents.base import RunContext
+    from pmoe_rl.agents.sac import train
     from pmoe_rl.config import Config, validate
 
     cfg = Config(env=env_id, policy="pmoe" if experts > 1 else "gaussian", experts=experts, seed=seed,
@@ -113,10 +114,12 @@ def main() -> None:
           f"{args.threads} torch thread(s); torch {torch.__version__}, SB3 {version('stable-baselines3')}, "
           f"gymnasium {version('gymnasium')}, mujoco {version('mujoco')}, Python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs")
-    print("| contestant | steps/s (median) | all rounds | ratio to SB3 SAC |\n|---|---|---|---|")
+    print("| contestant | steps/s (median) | all rounds | ratio of medians | median of per-round ratios |")
+    print("|---|---|---|---|---|")
     for key, name in CONTESTANTS.items():
         med = statistics.median(rates[key])
-        print(f"| {name} | {med:.1f} | {', '.join(f'{x:.1f}' for x in rates[key])} | {med / base:.2f}x |")
+        paired = statistics.median(x / y for x, y in zip(rates[key], rates["sb3"]))  # same round, same machine state
+        print(f"| {name} | {med:.1f} | {', '.join(f'{x:.1f}' for x in rates[key])} | {med / base:.2f}x | {paired:.2f}x |")
 
 
 if __name__ == "__main__":

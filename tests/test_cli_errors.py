@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import SMALL
+
 from pmoe_rl import evaluate, train
 from pmoe_rl.errors import cli_main
 

@@ -78,7 +78,8 @@ def test_gate_regresses_onto_best_expert_frequencies():
     opt = torch.optim.Adam([logits], lr=0.02)
     for _ in range(3000):
         k_star = torch.multinomial(p, 256, replacement=True)
-        dist = SquashedMixture(torch.zeros(256, 4, 1), torch.zeros(256, 4, 1), torch.log_softmax(logits, -1).expand(256, 4))
+        log_w = torch.log_softmax(logits, -1).expand(256, 4)
+        dist = SquashedMixture(torch.zeros(256, 4, 1), torch.zeros(256, 4, 1), log_w)
         loss = gate_loss(dist, k_star, "mse")
         opt.zero_grad()
         loss.backward()

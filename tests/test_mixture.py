@@ -2,8 +2,14 @@
 
 import pytest
 import torch
-from torch.distributions import (Categorical, Independent, MixtureSameFamily, Normal, TanhTransform,
-                                 TransformedDistribution)
+from torch.distributions import (
+    Categorical,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    TanhTransform,
+    TransformedDistribution,
+)
 
 from pmoe_rl.mixture import SquashedMixture, gather_expert
 from pmoe_rl.policies import MixturePolicy

@@ -8,6 +8,7 @@ import sys
 import time
 
 from conftest import SMALL
+
 from pmoe_rl import checkpoint, train
 from pmoe_rl.errors import cli_main
 

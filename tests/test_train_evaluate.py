@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import SMALL
 from safetensors import safe_open
 
-from conftest import SMALL
 from pmoe_rl import checkpoint, evaluate, train
 from pmoe_rl.agents.sac import SAC
 from pmoe_rl.config import Config, from_dict
@@ -131,7 +131,8 @@ def test_state_flattening_round_trips_optimizer_state():
     json.dumps(skeleton)
     restored = checkpoint.unflatten(json.loads(json.dumps(skeleton)), tensors)
     groups = opt.state_dict()["param_groups"]
-    assert restored["param_groups"] == [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in groups]
+    as_json = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in groups]
+    assert restored["param_groups"] == as_json
     for key, state in opt.state_dict()["state"].items():
         for name, value in state.items():
             assert torch.equal(restored["state"][key][name], value)

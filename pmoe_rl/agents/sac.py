@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import collections
 import copy
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from pmoe_rl import checkpoint
+from pmoe_rl.agents.base import RunContext
 from pmoe_rl.buffers import Batch, ReplayBuffer
 from pmoe_rl.config import Config, to_dict
 from pmoe_rl.envs import make_env, seed_everything
@@ -72,7 +71,8 @@ class SAC:
         sac = self.cfg.sac
         next_dist = self.policy(batch.next_obs)
         k_next = next_dist.sample_expert()
-        next_u, next_logp = squashed_sample(gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next))
+        mean, log_std = gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next)
+        next_u, next_logp = squashed_sample(mean, log_std)
         if sac.target_logp == "mixture":
             next_logp = next_dist.mixture_log_prob(next_u)
         next_q = self.critic_target(batch.next_obs, torch.tanh(next_u)).min(0).values - alpha * next_logp
@@ -161,34 +161,6 @@ class SAC:
 
 # --- the training loop ------------------------------------------------------------------------------------------
 
-@dataclass
-class RunContext:
-    run_dir: Path
-    device: torch.device
-    resume: checkpoint.Checkpoint | None = None  # loaded with its training state
-    progress: bool | None = None
-
-
-def _rng_state(env) -> dict:
-    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
-             "numpy": np.random.get_state()[1].tolist(), "numpy_pos": int(np.random.get_state()[2]),
-             "torch": torch.get_rng_state(), "env": env.unwrapped.np_random.bit_generator.state,
-             "action_space": env.action_space.np_random.bit_generator.state}
-    if torch.cuda.is_available():
-        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(env, state: dict) -> None:
-    random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
-    torch.set_rng_state(state["torch"])
-    env.unwrapped.np_random.bit_generator.state = state["env"]
-    env.action_space.np_random.bit_generator.state = state["action_space"]
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def train(cfg: Config, ctx: RunContext) -> dict:
     """Train SAC on ``cfg.env`` for ``cfg.steps`` environment steps; returns the last evaluation."""
     sac, device = cfg.sac, ctx.device
@@ -214,7 +186,7 @@ def train(cfg: Config, ctx: RunContext) -> dict:
         ep_returns.extend(state["ep_returns"])
         ep_lengths.extend(state["ep_lengths"])
         last_eval = state["last_eval"]
-        _set_rng_state(env, state["rng"])
+        checkpoint.restore_rng(env, state["rng"])
         obs, _ = env.reset()  # the interrupted episode is lost; a new one starts
     else:
         obs, _ = env.reset(seed=cfg.seed)
@@ -223,7 +195,7 @@ def train(cfg: Config, ctx: RunContext) -> dict:
         buf_tensors, buf_meta = buffer.state_dict()
         state = {"optim": agent.optim_state(), "buffer": buf_tensors, "buffer_meta": buf_meta, "episodes": episodes,
                  "ep_returns": list(ep_returns), "ep_lengths": list(ep_lengths), "last_eval": last_eval,
-                 "rng": _rng_state(env)}
+                 "rng": checkpoint.capture_rng(env)}
         return checkpoint.save(ctx.run_dir, step, agent.weights(), meta, state)
 
     log = RunLogger(ctx.run_dir, resume_step=step if ctx.resume else None, total_steps=cfg.steps,
