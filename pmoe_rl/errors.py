@@ -39,7 +39,7 @@ def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     try:
         return main(argv) or 0
     except PmoeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -45,12 +45,16 @@ def _video_env(env_id: str, seed: int, folder: Path):
         import moviepy  # noqa: F401
     except ImportError:
         raise EnvError("--video needs moviepy: pip install 'pmoe-rl[video]'") from None
-    env = make_env(env_id, seed=seed, render_mode="rgb_array")
+    env = None
     try:
+        env = make_env(env_id, seed=seed, render_mode="rgb_array")
         env.reset(seed=seed)
         env.render()
-    except Exception as exc:  # no OpenGL backend: EGL/OSMesa missing, no display, ...
-        env.close()
+    except EnvError:
+        raise
+    except Exception as exc:  # no OpenGL backend: EGL/OSMesa missing, no display, a bad MUJOCO_GL, ...
+        if env is not None:
+            env.close()
         raise EnvError(f"cannot render '{env_id}' for --video ({type(exc).__name__}: {exc}); on a headless CPU "
                        "machine install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa "
                        "PYOPENGL_PLATFORM=osmesa") from None

@@ -119,7 +119,8 @@ def main() -> None:
     for key, name in CONTESTANTS.items():
         med = statistics.median(rates[key])
         paired = statistics.median(x / y for x, y in zip(rates[key], rates["sb3"]))  # same round, same machine state
-        print(f"| {name} | {med:.1f} | {', '.join(f'{x:.1f}' for x in rates[key])} | {med / base:.2f}x | {paired:.2f}x |")
+        rounds = ", ".join(f"{x:.1f}" for x in rates[key])
+        print(f"| {name} | {med:.1f} | {rounds} | {med / base:.2f}x | {paired:.2f}x |")
 
 
 if __name__ == "__main__":

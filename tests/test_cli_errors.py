@@ -1,6 +1,7 @@
 """User mistakes get one line ``error: ...``, exit code 2, no traceback, and nothing is overwritten."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -156,3 +157,13 @@ def test_help_lists_every_option_with_its_default(capsys):
                  "net.eval_expert=sample", "sac.target_logp=component"]:
         assert text in out, text
     json.dumps(out)  # printable
+
+
+def test_video_without_a_renderer_is_a_clear_error(trained_run, tmp_path):
+    env = {**os.environ, "MUJOCO_GL": "no-such-backend"}
+    proc = subprocess.run([sys.executable, "-m", "pmoe_rl.evaluate", str(trained_run), "--video", str(tmp_path / "v")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: cannot render 'InvertedPendulum-v5' for --video")
+    assert "libosmesa6" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "v").exists()

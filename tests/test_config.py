@@ -13,7 +13,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 def test_reference_config_equals_the_built_in_defaults():
     cfg = Config(env="Hopper-v5")
     apply_dict(cfg, load_yaml(CONFIGS / "pmoe_sac.yaml"))
-    assert validate(cfg) == validate(Config(env="Hopper-v5", experts=4))
+    assert validate(cfg) == validate(Config(env="Hopper-v5"))
 
 
 @pytest.mark.parametrize("name", ["gaussian_sac.yaml", "sb3_sac.yaml"])
