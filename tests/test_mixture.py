@@ -128,3 +128,12 @@ def test_rsample_with_log_prob_matches_component_log_prob_in_value_and_gradient(
     g2 = torch.autograd.grad(reference.sum(), (mean, log_std))
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b)
+
+
+def test_gate_on_the_raw_observation_option():
+    policy = MixturePolicy(5, 2, n_experts=3, hidden=[16], gate_input="obs")
+    assert policy.gate.weight.shape == (3, 5)
+    obs = torch.randn(4, 5)
+    policy(obs).log_w.sum().backward()
+    assert policy.gate.weight.grad is not None
+    assert all(p.grad is None for p in policy.trunk.parameters())

@@ -141,13 +141,14 @@ def test_state_flattening_round_trips_optimizer_state():
     fresh.step()
 
 
-@pytest.mark.parametrize("env_id, ends_by", [("Pendulum-v1", "truncation"), ("InvertedPendulum-v5", "termination")])
-def test_only_terminations_stop_bootstrapping(env_id, ends_by, tmp_path):
+@pytest.mark.parametrize("env_id, ends_by, warmup", [("Pendulum-v1", "truncation", "uniform"),
+                                                     ("InvertedPendulum-v5", "termination", "policy")])
+def test_only_terminations_stop_bootstrapping(env_id, ends_by, warmup, tmp_path):
     """Pendulum-v1 episodes end by the 200-step time limit: stored as not terminated (bootstrap from s');
     InvertedPendulum-v5 episodes end when the pole falls: stored as terminated."""
     run_dir = tmp_path / "run"
     assert cli_main(train.main, ["--env", env_id, "--steps", "450", "--eval-every", "0", "--run-dir", str(run_dir),
-                                 *SMALL, "--set", "sac.learning_starts=1000"]) == 0
+                                 *SMALL, "--set", "sac.learning_starts=1000", "--set", f"sac.warmup={warmup}"]) == 0
     ckpt = checkpoint.load(run_dir, with_state=True)
     storage = ckpt.state["buffer"]["storage"]
     terminated = storage[:, -1]
