@@ -193,7 +193,8 @@ def resolve(path: str | Path) -> Path:
     if latest.is_file():
         path = path / "checkpoints" / latest.read_text().strip()
     elif (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
-        raise CheckpointError(f"run directory {path} has no complete checkpoint yet")
+        raise CheckpointError(f"run directory {path} has no complete checkpoint yet (nothing to resume or evaluate; "
+                              f"start it again with --run-dir {path} --overwrite)")
     if not (path / META_FILE).is_file():
         raise CheckpointError(f"no checkpoint at {path}: expected a run directory or a directory with {META_FILE}")
     return path

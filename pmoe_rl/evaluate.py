@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     env_id = args.env or ckpt.meta["env_id"]
     seed = cfg.seed + 1 if args.seed is None else args.seed
     if args.video:
+        if Path(args.video).exists() and any(Path(args.video).iterdir()):
+            raise ConfigError(f"video directory {args.video} is not empty; choose a new one (nothing is overwritten)")
         env = _video_env(env_id, seed, Path(args.video))
     else:
         env = make_env(env_id, seed=seed)

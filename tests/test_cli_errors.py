@@ -102,6 +102,11 @@ def test_resume_refuses_changed_hyperparameters(trained_run, capsys):
     assert_user_error(code, err, "cannot change seed when resuming")
     code, _, err = run(train.main, ["--resume", trained_run.parent / "nope"], capsys)
     assert_user_error(code, err, "not a pmoe-rl run directory")
+    early = trained_run.parent / "killed-before-first-checkpoint"
+    early.mkdir()
+    (early / "config.yaml").write_text((trained_run / "config.yaml").read_text())
+    code, _, err = run(train.main, ["--resume", early], capsys)
+    assert_user_error(code, err, "has no complete checkpoint yet", "--overwrite")
 
 
 def test_evaluate_rejects_missing_truncated_and_corrupted_checkpoints(trained_run, tmp_path, capsys):

@@ -164,3 +164,7 @@ def test_video_recording(run_dir, tmp_path, capsys):
     assert cli_main(evaluate.main, [str(run_dir), "--episodes", "2", "--video", str(videos)]) == 0
     files = sorted(videos.glob("*.mp4"))
     assert len(files) == 2 and all(f.stat().st_size > 1000 for f in files)
+    before = {f: f.stat().st_mtime_ns for f in files}
+    assert cli_main(evaluate.main, [str(run_dir), "--episodes", "1", "--video", str(videos)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert {f: f.stat().st_mtime_ns for f in videos.glob("*.mp4")} == before  # the first videos are untouched
