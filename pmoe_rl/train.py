@@ -34,7 +34,7 @@ from pmoe_rl.config import (
     to_dict,
     validate,
 )
-from pmoe_rl.envs import check_env_id
+from pmoe_rl.envs import check_env_id, make_env
 from pmoe_rl.errors import ConfigError, RunDirError, cli_main
 
 # the named flags that set a top-level config key of the same name (None defaults: unset flags leave the
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     else:
         cfg = resolve_config(args)
-        check_env_id(cfg.env)
+        make_env(cfg.env).close()  # an unusable env is refused before anything is written
         device = resolve_device(cfg.device)
         run_dir = _prepare_run_dir(args, cfg)
     configure_cpu(cfg.threads)

@@ -59,6 +59,7 @@ def test_train_rejects_bad_input(args, fragments, capsys, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     code, _, err = run(train.main, args, capsys)
     assert_user_error(code, err, *fragments)
+    assert not list(tmp_path.iterdir())  # nothing was written
 
 
 def test_missing_cuda_device(capsys):
