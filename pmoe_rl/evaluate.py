@@ -17,7 +17,7 @@ from pmoe_rl.cli import Parser, configure_cpu, resolve_device
 from pmoe_rl.config import from_dict
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import ConfigError, EnvError, cli_main
-from pmoe_rl.evaluation import evaluate_policy
+from pmoe_rl.evaluation import eval_seed, evaluate_policy
 from pmoe_rl.policies import MixturePolicy, build_policy
 
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     policy, ckpt = load_policy(args.path, device)
     cfg = from_dict(ckpt.meta["config"])
     env_id = args.env or ckpt.meta["env_id"]
-    seed = cfg.seed + 1 if args.seed is None else args.seed
+    seed = eval_seed(cfg.seed) if args.seed is None else args.seed
     if args.video:
         if Path(args.video).exists() and any(Path(args.video).iterdir()):
             raise ConfigError(f"video directory {args.video} is not empty; choose a new one (nothing is overwritten)")

@@ -35,6 +35,11 @@ class EvalResult:
                 "lengths": self.lengths, "expert_usage": self.expert_usage}
 
 
+def eval_seed(train_seed: int) -> int:
+    """The seed of a run's evaluations (its own env, separate from the training env's)."""
+    return train_seed + 1
+
+
 def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: int, deterministic: bool = True,
                     device: torch.device | str = "cpu") -> EvalResult:
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -9,6 +9,7 @@ habits carry over. On ``--resume`` the CSV and JSON logs are kept: rows past the
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -21,8 +22,6 @@ STEP_KEY = "time/total_timesteps"
 
 
 def _trim_csv(path: Path, max_step: int) -> None:
-    import csv
-
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:

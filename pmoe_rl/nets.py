@@ -54,17 +54,14 @@ class EnsembleMLP(nn.Module):
         w, b = self.weights[i], self.biases[i]
         return (w.detach(), b.detach()) if detach else (w, b)
 
-    def forward(self, x: torch.Tensor, detach_params: bool = False, first_done: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, detach_params: bool = False, start: int = 0) -> torch.Tensor:
         """Evaluate all members. ``detach_params=True`` lets gradients reach ``x`` but not the weights
         (the actor step differentiates through the critic without computing its weight gradients).
-        ``first_done=True``: ``x`` (n, B, hidden[0]) is the first layer's pre-activation already."""
+        ``start=i``: ``x`` (n, B, sizes[i]) is the input of layer i (a caller that computed the first layers)."""
         if x.dim() == 2:
             x = x.expand(self.n, *x.shape)
         last = len(self.weights) - 1
-        for i in range(len(self.weights)):
-            if i == 0 and first_done:
-                x = x.relu_() if last else x
-                continue
+        for i in range(start, len(self.weights)):
             w, b = self._params(i, detach_params)
             if i == last and w.shape[-1] == 1:
                 # a scalar output (Q-value): multiply-and-sum; bmm with one output column, and its backward
@@ -95,8 +92,8 @@ class TwinQ(nn.Module):
         h = torch.baddbmm(b, obs.expand(n, *obs.shape), w[:, :obs_dim])  # (n, B, H)
         if act.dim() == 2:
             x = torch.bmm(act.expand(n, *act.shape), w[:, obs_dim:]).add_(h)
-            return self.net(x, detach_params, first_done=True).squeeze(-1)
+            return self.net(x.relu_(), detach_params, start=1).squeeze(-1)
         bsz, k, a = act.shape
         x = torch.bmm(act.reshape(1, bsz * k, a).expand(n, -1, -1), w[:, obs_dim:])  # (n, B*K, H)
         x.view(n, bsz, k, -1).add_(h.unsqueeze(2))  # each state's projection, shared by its K actions
-        return self.net(x, detach_params, first_done=True).view(n, bsz, k)
+        return self.net(x.relu_(), detach_params, start=1).view(n, bsz, k)

@@ -32,7 +32,7 @@ from pmoe_rl.buffers import Batch, ReplayBuffer
 from pmoe_rl.config import Config, to_dict
 from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.estimators import ESTIMATORS, best_expert
-from pmoe_rl.evaluation import evaluate_policy
+from pmoe_rl.evaluation import eval_seed, evaluate_policy
 from pmoe_rl.logger import RunLogger
 from pmoe_rl.mixture import gather_expert, squashed_sample
 from pmoe_rl.nets import TwinQ
@@ -166,7 +166,7 @@ def train(cfg: Config, ctx: RunContext) -> dict:
     sac, device = cfg.sac, ctx.device
     seed_everything(cfg.seed)
     env = make_env(cfg.env, seed=cfg.seed)
-    eval_env = make_env(cfg.env, seed=cfg.seed + 1)
+    eval_env = make_env(cfg.env, seed=eval_seed(cfg.seed))
     obs_space, act_space = env.observation_space, env.unwrapped.action_space
     obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
     agent = SAC(cfg, obs_dim, act_dim, device)
@@ -260,7 +260,7 @@ def train(cfg: Config, ctx: RunContext) -> dict:
 
             stop = False
             if evaluate_now:
-                result = evaluate_policy(agent.policy, eval_env, cfg.eval_episodes, seed=cfg.seed + 1, device=device)
+                result = evaluate_policy(agent.policy, eval_env, cfg.eval_episodes, eval_seed(cfg.seed), device=device)
                 last_eval = {"step": step, **result.to_json()}
                 log.record("eval/mean_reward", result.mean_return)
                 log.record("eval/std_reward", result.std_return)
@@ -269,8 +269,7 @@ def train(cfg: Config, ctx: RunContext) -> dict:
                     for k, f in enumerate(result.expert_usage):
                         log.record(f"eval/expert_usage_{k}", f)
                 stop = cfg.stop_at_reward is not None and result.mean_return >= cfg.stop_at_reward
-                dump()
-            elif dump_now:
+            if dump_now:
                 dump()
             if stop:
                 log.message(f"stopping at step {step}: evaluation mean return {last_eval['mean_return']:.1f} "
