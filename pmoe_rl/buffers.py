@@ -74,3 +74,27 @@ class ReplayBuffer:
             self.size = rows.shape[0]
             self.pos = self.size % self.capacity
         self.storage[: self.size] = rows
+
+
+def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_values: np.ndarray, gamma: float,
+                lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation (Schulman et al. 2016) over a rollout of shape (T, N).
+
+    ``dones[t]`` marks an episode that ended with step t (terminated or truncated; a truncation's bootstrap
+    value is already in ``rewards[t]``), ``last_values`` is V of the observation after the last step:
+
+        delta_t = r_t + gamma (1 - done_t) V_{t+1} - V_t,   A_t = delta_t + gamma lam (1 - done_t) A_{t+1}
+
+    Returns (advantages, returns = advantages + values), float32.
+    """
+    T = rewards.shape[0]
+    advantages = np.zeros_like(rewards, dtype=np.float32)
+    next_adv = np.zeros_like(last_values, dtype=np.float32)
+    next_values = last_values
+    for t in range(T - 1, -1, -1):
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * not_done * next_values - values[t]
+        next_adv = delta + gamma * lam * not_done * next_adv
+        advantages[t] = next_adv
+        next_values = values[t]
+    return advantages, advantages + values

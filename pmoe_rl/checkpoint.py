@@ -108,24 +108,28 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def capture_rng(env) -> dict:
-    """The global Python, NumPy and torch generators and the env's own, for an exact-as-possible resume."""
+def capture_rng(env=None) -> dict:
+    """The global Python, NumPy and torch generators and (for a single env) the env's own, for an
+    exact-as-possible resume."""
     py = random.getstate()
     np_state = np.random.get_state()
     state = {"python": list(py[1]), "python_pos": py[2], "numpy": np_state[1].tolist(), "numpy_pos": int(np_state[2]),
-             "torch": torch.get_rng_state(), "env": env.unwrapped.np_random.bit_generator.state,
-             "action_space": env.action_space.np_random.bit_generator.state}
+             "torch": torch.get_rng_state()}
+    if env is not None:
+        state["env"] = env.unwrapped.np_random.bit_generator.state
+        state["action_space"] = env.action_space.np_random.bit_generator.state
     if torch.cuda.is_available():
         state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
-def restore_rng(env, state: dict) -> None:
+def restore_rng(state: dict, env=None) -> None:
     random.setstate((3, tuple(state["python"]), state["python_pos"]))
     np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
-    env.unwrapped.np_random.bit_generator.state = state["env"]
-    env.action_space.np_random.bit_generator.state = state["action_space"]
+    if env is not None:
+        env.unwrapped.np_random.bit_generator.state = state["env"]
+        env.action_space.np_random.bit_generator.state = state["action_space"]
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

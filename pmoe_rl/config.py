@@ -19,13 +19,13 @@ import yaml
 
 from pmoe_rl.errors import ConfigError
 
-ALGOS = ("sac",)
+ALGOS = ("sac", "ppo")
 POLICIES = ("pmoe", "gaussian")
 
 
 @dataclass
 class NetConfig:
-    """Policy network (reference/pmoe.md §1)."""
+    """SAC's policy network (reference/pmoe.md §1); PPO's is under ``ppo.*``. ``eval_expert`` applies to both."""
 
     hidden: list[int] = field(default_factory=lambda: [256, 256])  # shared trunk, ReLU
     log_std_min: float = -20.0  # clamp of the state-dependent log-std
@@ -68,11 +68,52 @@ class SACConfig:
 
 
 @dataclass
+class PPOConfig:
+    """PPO with Gaussian or mixture policies. Rollout and optimisation defaults are the standard MuJoCo PPO
+    settings (SB3's PPO defaults; CleanRL's ``ppo_continuous_action``); network, normalisation and the
+    PMOE-PPO parts follow the co-author script (reference/pmoe.md §8), whose unknowns are options."""
+
+    n_steps: int = 2048  # rollout length per environment
+    n_epochs: int = 10
+    batch_size: int = 64  # minibatch size
+    learning_rate: float = 3e-4
+    anneal_lr: bool = False  # linear decay to 0 over the run (CleanRL) instead of constant (SB3)
+    adam_eps: float = 1e-5  # SB3 and CleanRL use 1e-5 for on-policy Adam
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    clip_value: bool = True  # CleanRL-style clipped value loss, max of clipped and unclipped (co-author script)
+    normalize_advantage: bool = True  # per minibatch
+    ent_coef: float = 0.0  # entropy bonus, estimated as -log pi(a|s) (a mixture has no closed-form entropy)
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: Union[float, None] = None  # stop the epochs early when the approximate KL exceeds this
+    # networks: separate actor and value MLPs, orthogonal init (sqrt 2; actor output 0.01, value output 1)
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    value_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"  # tanh | relu
+    log_std_init: float = 0.0  # state-independent log-std, one per expert and action dimension
+    # the environment's action is clip(a, -1, 1); the stored log-prob is of the unclipped sample
+    norm_obs: bool = True  # running observation normalisation; its statistics are saved with the policy
+    norm_reward: bool = True  # divide rewards by the running std of the discounted return
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+    # mixture policies (K > 1); the gate is Linear(obs -> K) + softmax on the normalised observation
+    ratio: str = "mixture"  # PPO ratio density: mixture (co-author script) | component (of the expert that acted)
+    # PMOE-PPO (--policy pmoe): auxiliary Q(s, a) trained on the GAE returns, gate regressed onto
+    # one-hot(argmax_k Q(s, a_k)) with fresh a_k ~ N(mu_k, sigma_k); gate_loss_weight 0 = plain mixture PPO
+    q_hidden: list[int] = field(default_factory=lambda: [64, 64, 64])
+    q_coef: float = 1.0
+    gate_loss: str = "mse"  # mse | ce
+    gate_loss_weight: float = 1.0
+
+
+@dataclass
 class Config:
     env: str = ""
     algo: str = "sac"
     policy: str = "pmoe"
-    experts: Union[int, None] = None  # None: 4 for pmoe, 1 for gaussian
+    experts: Union[int, None] = None  # None: 1 for gaussian; pmoe: 4 with SAC (official code), 5 with PPO (§8)
     seed: int = 0
     steps: int = 1_000_000
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -82,14 +123,19 @@ class Config:
     checkpoint_every: int = 50_000  # env steps between checkpoints; 0 = only at the end
     log_every: int = 5_000  # env steps between log dumps (stdout table, CSV, TensorBoard, JSON)
     stop_at_reward: Union[float, None] = None  # stop once an evaluation's mean return reaches this
+    num_envs: int = 1  # parallel environments (PPO)
+    vec_env: str = "sync"  # sync (one process) | async (a subprocess per environment)
     net: NetConfig = field(default_factory=NetConfig)
     sac: SACConfig = field(default_factory=SACConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
     @property
     def n_experts(self) -> int:
         if self.experts is not None:
             return self.experts
-        return 1 if self.policy == "gaussian" else 4
+        if self.policy == "gaussian":
+            return 1
+        return 5 if self.algo == "ppo" else 4
 
 
 def to_dict(cfg: Any) -> dict:
@@ -263,6 +309,32 @@ def validate(cfg: Config) -> Config:
     _choice("sac.gate_loss", sac.gate_loss, ("mse", "ce"))
     _choice("sac.target_logp", sac.target_logp, ("component", "mixture"))
     _choice("sac.alpha_logp", sac.alpha_logp, ("best", "mixture"))
+
+    _positive("num_envs", cfg.num_envs)
+    _choice("vec_env", cfg.vec_env, ("sync", "async"))
+    if cfg.algo == "sac" and cfg.num_envs != 1:
+        raise ConfigError(f"SAC collects with one environment; --num-envs {cfg.num_envs} is for --algo ppo")
+    ppo = cfg.ppo
+    for name in ("n_steps", "n_epochs", "batch_size", "learning_rate", "adam_eps", "clip_range", "clip_obs",
+                 "clip_reward"):
+        _positive(f"ppo.{name}", getattr(ppo, name))
+    for name in ("ent_coef", "vf_coef", "max_grad_norm", "q_coef", "gate_loss_weight"):
+        _positive(f"ppo.{name}", getattr(ppo, name), allow_zero=True)
+    if ppo.target_kl is not None:
+        _positive("ppo.target_kl", ppo.target_kl)
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(ppo, name) <= 1.0:
+            raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(ppo, name)}")
+    for name in ("hidden", "value_hidden", "q_hidden"):
+        sizes = getattr(ppo, name)
+        if not sizes or any(h < 1 for h in sizes):
+            raise ConfigError(f"ppo.{name} must be a non-empty list of positive sizes, got {sizes}")
+    _choice("ppo.activation", ppo.activation, ("tanh", "relu"))
+    _choice("ppo.ratio", ppo.ratio, ("mixture", "component"))
+    _choice("ppo.gate_loss", ppo.gate_loss, ("mse", "ce"))
+    if cfg.algo == "ppo" and ppo.batch_size > ppo.n_steps * cfg.num_envs:
+        raise ConfigError(f"ppo.batch_size {ppo.batch_size} is larger than a rollout of ppo.n_steps x num_envs = "
+                          f"{ppo.n_steps * cfg.num_envs} transitions")
     return cfg
 
 

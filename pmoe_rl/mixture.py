@@ -1,4 +1,5 @@
-"""Gaussian-mixture maths for tanh-squashed actions (reference/pmoe.md §1).
+"""Gaussian-mixture maths: tanh-squashed mixtures for SAC (reference/pmoe.md §1) and plain (clipped)
+mixtures for PPO (§8).
 
 A state gives K experts with means mu_k, log-stds log sigma_k (shape (B, K, A)) and gate weights w_k
 (shape (B, K)). Expert k draws u_k ~ N(mu_k, diag sigma_k^2) and acts a_k = tanh(u_k). Log-densities
@@ -9,6 +10,9 @@ follow rlkit's ``TanhNormal``:
 
 Since tanh is a bijection, every expert's density of the same squashed action uses the same
 pre-squash u, so a sample's mixture density never needs atanh.
+
+PPO's experts are not squashed (the environment clips the action, reference §8), so there
+``log pi(a|s) = logsumexp_k [ log w_k + sum_d log N(a_d; mu_kd, sigma_kd) ]`` (:class:`GaussianMixture`).
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ def squashed_sample(mean: torch.Tensor, log_std: torch.Tensor,
     return u, logp
 
 
-class SquashedMixture:
-    """The action distribution of a :class:`~pmoe_rl.policies.MixturePolicy` for a batch of states."""
+class GaussianMixture:
+    """sum_k w_k(s) N(mu_k(s), diag sigma_k(s)^2) for a batch of states: means and log-stds (B, K, A)
+    (log-stds may be broadcast), log gate weights (B, K)."""
 
     def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, log_w: torch.Tensor):
         self.mean = mean  # (B, K, A)
@@ -60,6 +65,39 @@ class SquashedMixture:
     @property
     def weights(self) -> torch.Tensor:
         return self.log_w.exp()
+
+    def expert_log_probs(self, action: torch.Tensor) -> torch.Tensor:
+        """log N(a; mu_k, sigma_k) of one action per state under every expert: (B, A) -> (B, K)."""
+        return normal_log_prob(action.unsqueeze(-2), self.mean, self.log_std).sum(-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        """Mixture log-density log sum_k w_k N(a; mu_k, sigma_k): (B, A) -> (B,)."""
+        return torch.logsumexp(self.log_w + self.expert_log_probs(action), dim=-1)
+
+    def sample(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """An exact mixture sample: k ~ Cat(w), a ~ N(mu_k, sigma_k). Returns (a (B, A), k (B,))."""
+        k = self.sample_expert(generator)
+        mean, std = gather_expert(self.mean, k), gather_expert(self.log_std.expand_as(self.mean), k).exp()
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + std * eps, k
+
+    def sample_expert(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """k ~ Cat(w(s)) for every state: (B,) int64."""
+        if self.n_experts == 1:
+            return torch.zeros(self.mean.shape[0], dtype=torch.long, device=self.mean.device)
+        # inverse-CDF sampling: a few elementwise ops, much cheaper than torch.multinomial on small rows
+        r = torch.rand((self.mean.shape[0], 1), generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        k = (self.weights.cumsum(-1) < r).sum(-1)
+        return k.clamp_(max=self.n_experts - 1)
+
+    def mode_expert(self) -> torch.Tensor:
+        return self.log_w.argmax(-1)
+
+
+class SquashedMixture(GaussianMixture):
+    """The action distribution of a :class:`~pmoe_rl.policies.MixturePolicy`: expert k acts tanh(u),
+    u ~ N(mu_k, sigma_k). Densities here are of the squashed action and take the pre-squash u; the inherited
+    ``sample`` and ``expert_log_probs`` work on u itself (no tanh)."""
 
     def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """One reparameterised pre-squash sample per expert, u_k = mu_k + sigma_k * eps: (B, K, A)."""
@@ -87,18 +125,6 @@ class SquashedMixture:
         """Mixture log-density of squashed actions in (-1, 1), shape (B, A) -> (B,)."""
         bound = 1.0 - 1e-6
         return self.mixture_log_prob(torch.atanh(action.clamp(-bound, bound)))
-
-    def sample_expert(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """k ~ Cat(w(s)) for every state: (B,) int64."""
-        if self.n_experts == 1:
-            return torch.zeros(self.mean.shape[0], dtype=torch.long, device=self.mean.device)
-        # inverse-CDF sampling: a few elementwise ops, much cheaper than torch.multinomial on small rows
-        r = torch.rand((self.mean.shape[0], 1), generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        k = (self.weights.cumsum(-1) < r).sum(-1)
-        return k.clamp_(max=self.n_experts - 1)
-
-    def mode_expert(self) -> torch.Tensor:
-        return self.log_w.argmax(-1)
 
 
 def gather_expert(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -19,16 +19,29 @@ def fanin_init_(linear: nn.Linear, bias: float = 0.1) -> None:
     nn.init.constant_(linear.bias, bias)
 
 
-def mlp(in_dim: int, hidden: list[int], out_dim: int | None = None, activation=nn.ReLU) -> nn.Sequential:
-    """Linear+activation for each hidden size, then an optional linear output layer."""
+def mlp(in_dim: int, hidden: list[int], out_dim: int | None = None, activation=nn.ReLU,
+        orthogonal: bool = False, out_gain: float = 1.0) -> nn.Sequential:
+    """Linear+activation for each hidden size, then an optional linear output layer.
+
+    Init: rlkit's fan-in for the hidden layers (SAC, reference §1) or, with ``orthogonal=True``, the
+    PPO convention (orthogonal, gain sqrt(2) hidden and ``out_gain`` for the output, zero biases).
+    """
     layers: list[nn.Module] = []
     for size in hidden:
         linear = nn.Linear(in_dim, size)
-        fanin_init_(linear)
+        if orthogonal:
+            nn.init.orthogonal_(linear.weight, math.sqrt(2.0))
+            nn.init.zeros_(linear.bias)
+        else:
+            fanin_init_(linear)
         layers += [linear, activation()]
         in_dim = size
     if out_dim is not None:
-        layers.append(nn.Linear(in_dim, out_dim))
+        out = nn.Linear(in_dim, out_dim)
+        if orthogonal:
+            nn.init.orthogonal_(out.weight, out_gain)
+            nn.init.zeros_(out.bias)
+        layers.append(out)
     return nn.Sequential(*layers)
 
 

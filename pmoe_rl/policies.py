@@ -1,5 +1,9 @@
-"""Policies. :class:`MixturePolicy` is PMOE's Gaussian-mixture actor; with one expert it is the
-ordinary tanh-Gaussian SAC policy (reference/pmoe.md §1)."""
+"""Policies. :class:`MixturePolicy` is PMOE's Gaussian-mixture actor for SAC; with one expert it is the
+ordinary tanh-Gaussian SAC policy (reference/pmoe.md §1). :class:`PPOPolicy` is the mixture actor for PPO
+(§8); with one expert it is PPO's usual Gaussian with a state-independent log-std.
+
+Both answer ``act(obs, deterministic, generator) -> (action in [-1, 1], expert)``, which is all that
+evaluation needs."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import torch
 from torch import nn
 
 from pmoe_rl.config import Config
-from pmoe_rl.mixture import SquashedMixture, gather_expert, squashed_sample
+from pmoe_rl.mixture import GaussianMixture, SquashedMixture, gather_expert, squashed_sample
 from pmoe_rl.nets import mlp
+from pmoe_rl.normalization import ObsNormalizer
 
 
 class MixturePolicy(nn.Module):
@@ -66,7 +71,60 @@ class MixturePolicy(nn.Module):
         return torch.tanh(u), k
 
 
-def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy:
+class PPOPolicy(nn.Module):
+    """pi(a|s) = sum_k w_k(s) N(a; mu_k(s), diag sigma_k^2), the environment acting on clip(a, -1, 1).
+
+    The observation is normalised first (:class:`ObsNormalizer`; its statistics are buffers of this
+    module, so checkpoints carry them and evaluation applies them frozen). Mean MLP (tanh, orthogonal
+    init, output gain 0.01) -> K*A; log-std a free parameter (K, A); gate Linear(obs -> K) + softmax on
+    the normalised observation (co-author script, reference §8). K = 1 has no gate.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, n_experts: int = 5, hidden: list[int] = (64, 64),
+                 activation: str = "tanh", log_std_init: float = 0.0, norm_obs: bool = True, clip_obs: float = 10.0,
+                 eval_expert: str = "sample"):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.n_experts, self.eval_expert = obs_dim, act_dim, n_experts, eval_expert
+        self.obs_norm = ObsNormalizer(obs_dim, norm_obs, clip_obs)
+        act_fn = nn.Tanh if activation == "tanh" else nn.ReLU
+        self.mean_net = mlp(obs_dim, list(hidden), n_experts * act_dim, act_fn, orthogonal=True, out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((n_experts, act_dim), float(log_std_init)))
+        self.gate = nn.Linear(obs_dim, n_experts) if n_experts > 1 else None
+        if self.gate is not None:
+            nn.init.orthogonal_(self.gate.weight, 0.01)  # near-uniform initial gate, like the action output
+            nn.init.zeros_(self.gate.bias)
+
+    def distribution(self, norm_obs: torch.Tensor) -> GaussianMixture:
+        """The mixture for already-normalised observations (what the rollout buffer stores)."""
+        mean = self.mean_net(norm_obs).view(*norm_obs.shape[:-1], self.n_experts, self.act_dim)
+        if self.gate is None:
+            log_w = torch.zeros(mean.shape[:-1], device=mean.device, dtype=mean.dtype)
+        else:
+            log_w = torch.log_softmax(self.gate(norm_obs), dim=-1)
+        return GaussianMixture(mean, self.log_std.expand_as(mean), log_w)
+
+    def forward(self, obs: torch.Tensor) -> GaussianMixture:
+        return self.distribution(self.obs_norm(obs))
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """clip(a, -1, 1) and the acting expert. Stochastic: an exact mixture sample. Deterministic: the mean
+        of an expert drawn from Cat(w) (``eval_expert="sample"``) or of argmax w (as :class:`MixturePolicy`)."""
+        dist = self(obs)
+        if not deterministic:
+            action, k = dist.sample(generator)
+        else:
+            k = dist.mode_expert() if self.eval_expert == "argmax" else dist.sample_expert(generator)
+            action = gather_expert(dist.mean, k)
+        return action.clamp(-1.0, 1.0), k
+
+
+def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | PPOPolicy:
     net = cfg.net
+    if cfg.algo == "ppo":
+        ppo = cfg.ppo
+        return PPOPolicy(obs_dim, act_dim, cfg.n_experts, ppo.hidden, ppo.activation, ppo.log_std_init, ppo.norm_obs,
+                         ppo.clip_obs, net.eval_expert)
     return MixturePolicy(obs_dim, act_dim, cfg.n_experts, net.hidden, net.log_std_min, net.log_std_max,
                          net.gate_input, net.eval_expert)

@@ -4,6 +4,7 @@ Examples::
 
     python -m pmoe_rl.train --env Hopper-v5                       # PMOE-SAC, 4 experts, 1M steps
     python -m pmoe_rl.train --env InvertedPendulum-v5 --steps 20000 --policy gaussian
+    python -m pmoe_rl.train --env Hopper-v5 --algo ppo --policy pmoe --num-envs 4  # PMOE-PPO, 5 experts
     python -m pmoe_rl.train --env Hopper-v5 --config configs/sac.yaml --set sac.batch_size=512
     python -m pmoe_rl.train --resume runs/Hopper-v5_sac_pmoe_s0_20261128-101500 --steps 2000000
 """
@@ -40,10 +41,10 @@ from pmoe_rl.errors import ConfigError, RunDirError, cli_main
 # the named flags that set a top-level config key of the same name (None defaults: unset flags leave the
 # config alone)
 FLAGS = ("env", "algo", "policy", "experts", "steps", "seed", "device", "threads", "eval_every", "eval_episodes",
-         "checkpoint_every", "log_every", "stop_at_reward")
+         "checkpoint_every", "log_every", "stop_at_reward", "num_envs", "vec_env")
 # what may change when a run is resumed; everything else must match the saved config
 RESUMABLE = {"steps", "device", "threads", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
-             "stop_at_reward"}
+             "stop_at_reward", "vec_env"}
 
 
 def _hyperparameter_help() -> str:
@@ -69,13 +70,18 @@ def build_parser() -> Parser:
                epilog=_hyperparameter_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", help="gymnasium id, e.g. Hopper-v5, HalfCheetah-v5, InvertedPendulum-v5 (required)")
     p.add_argument("--algo", choices=ALGOS, help=f"algorithm (default: {d.algo})")
-    p.add_argument("--policy", choices=POLICIES, help=f"pmoe: Gaussian mixture trained with the PMOE estimator; "
-                   f"gaussian: one tanh-Gaussian (plain SAC) (default: {d.policy})")
-    p.add_argument("--experts", type=int, metavar="K", help="number of experts K (default: 4 for pmoe, 1 for gaussian)")
+    p.add_argument("--policy", choices=POLICIES, help=f"pmoe: Gaussian mixture trained with the PMOE estimator "
+                   f"(PPO: mixture ratio + auxiliary Q and gate loss); gaussian: one Gaussian (plain SAC / PPO) "
+                   f"(default: {d.policy})")
+    p.add_argument("--experts", type=int, metavar="K",
+                   help="number of experts K (default: 1 for gaussian; pmoe: 4 with SAC, 5 with PPO)")
     p.add_argument("--steps", type=int, metavar="N", help=f"total environment steps (default: {d.steps})")
     p.add_argument("--seed", type=int, help=f"random seed for env, torch, numpy (default: {d.seed})")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads; 0 = measured default (default: 0)")
+    p.add_argument("--num-envs", type=int, metavar="N", help=f"parallel environments, PPO only (default: {d.num_envs})")
+    p.add_argument("--vec-env", choices=("sync", "async"),
+                   help="sync: all envs in this process; async: one subprocess each (default: sync)")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config values (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set any hyperparameter, e.g. --set sac.batch_size=512 (repeatable; listed below)")

@@ -17,9 +17,7 @@ updated critic (SB3's order; reference §5). With one expert this is exactly SAC
 
 from __future__ import annotations
 
-import collections
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from pmoe_rl import checkpoint
-from pmoe_rl.agents.base import RunContext
+from pmoe_rl.agents.base import EpisodeStats, Recorder, RunContext
 from pmoe_rl.buffers import Batch, ReplayBuffer
 from pmoe_rl.config import Config, to_dict
 from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.estimators import ESTIMATORS, best_expert
-from pmoe_rl.evaluation import eval_seed, evaluate_policy
+from pmoe_rl.evaluation import eval_seed
 from pmoe_rl.logger import RunLogger
 from pmoe_rl.mixture import gather_expert, squashed_sample
 from pmoe_rl.nets import TwinQ
@@ -174,61 +172,31 @@ def train(cfg: Config, ctx: RunContext) -> dict:
     meta = {"algo": "sac", "env_id": cfg.env, "config": to_dict(cfg),
             "observation_space": checkpoint.describe_box(obs_space), "action_space": checkpoint.describe_box(act_space)}
 
-    step, episodes, last_eval = 0, 0, {}
-    ep_returns, ep_lengths = collections.deque(maxlen=100), collections.deque(maxlen=100)
+    step, last_eval = 0, {}
+    stats = EpisodeStats(agent.policy.n_experts)
     if ctx.resume is not None:
         checkpoint.check_spaces(ctx.resume.meta, obs_space, act_space)
         state = ctx.resume.state
         agent.load_weights(ctx.resume.weights)
         agent.load_optim_state(state["optim"])
         buffer.load_state_dict(state["buffer"], state["buffer_meta"])
-        step, episodes = ctx.resume.step, state["episodes"]
-        ep_returns.extend(state["ep_returns"])
-        ep_lengths.extend(state["ep_lengths"])
-        last_eval = state["last_eval"]
-        checkpoint.restore_rng(env, state["rng"])
+        step, last_eval = ctx.resume.step, state["last_eval"]
+        stats.load_state_dict(state)
+        checkpoint.restore_rng(state["rng"], env)
         obs, _ = env.reset()  # the interrupted episode is lost; a new one starts
     else:
         obs, _ = env.reset(seed=cfg.seed)
 
     def save_checkpoint() -> Path:
         buf_tensors, buf_meta = buffer.state_dict()
-        state = {"optim": agent.optim_state(), "buffer": buf_tensors, "buffer_meta": buf_meta, "episodes": episodes,
-                 "ep_returns": list(ep_returns), "ep_lengths": list(ep_lengths), "last_eval": last_eval,
-                 "rng": checkpoint.capture_rng(env)}
+        state = {"optim": agent.optim_state(), "buffer": buf_tensors, "buffer_meta": buf_meta,
+                 **stats.state_dict(), "last_eval": last_eval, "rng": checkpoint.capture_rng(env)}
         return checkpoint.save(ctx.run_dir, step, agent.weights(), meta, state)
 
     log = RunLogger(ctx.run_dir, resume_step=step if ctx.resume else None, total_steps=cfg.steps,
                     progress=ctx.progress)
-    K = agent.policy.n_experts
-    acted = np.zeros(K, dtype=np.int64)
+    rec = Recorder(log, stats, step)
     metrics: dict[str, torch.Tensor] = {}  # the latest update's, as SB3 logs them
-    start_time, start_step = time.perf_counter(), step
-
-    def dump() -> None:
-        nonlocal acted
-        elapsed = time.perf_counter() - start_time
-        log.record("time/total_timesteps", step)
-        log.record("time/episodes", episodes)
-        log.record("time/fps", int((step - start_step) / max(elapsed, 1e-9)))
-        log.record("time/time_elapsed", int(elapsed), exclude="tensorboard")
-        if ep_returns:
-            log.record("rollout/ep_rew_mean", float(np.mean(ep_returns)))
-            log.record("rollout/ep_len_mean", float(np.mean(ep_lengths)))
-        if K > 1 and acted.sum():
-            for k, f in enumerate(acted / acted.sum()):
-                log.record(f"rollout/expert_usage_{k}", float(f))
-        if agent.n_updates:
-            log.record("train/n_updates", agent.n_updates)
-            for key, value in metrics.items():
-                value = value.cpu()
-                if value.dim() == 0:
-                    log.record(f"train/{key}", float(value))
-                else:
-                    for k, v in enumerate(value.tolist()):
-                        log.record(f"train/{key}_{k}", v)
-        log.dump(step)
-        acted = np.zeros(K, dtype=np.int64)
 
     try:
         while step < cfg.steps:
@@ -238,17 +206,15 @@ def train(cfg: Config, ctx: RunContext) -> dict:
                 obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
                 action_t, k = agent.policy.act(obs_t)
                 action = action_t[0].cpu().numpy()
-                acted[int(k)] += 1
+                stats.acted[int(k)] += 1
             next_obs, reward, terminated, truncated, info = env.step(action)
             buffer.add(obs, action, reward, next_obs, terminated)
             obs = next_obs
             step += 1
             if terminated or truncated:
-                episodes += 1
-                ep_returns.append(float(info["episode"]["r"]))
-                ep_lengths.append(int(info["episode"]["l"]))
+                stats.add(info["episode"]["r"], info["episode"]["l"])
                 obs, _ = env.reset()
-                log.progress(0, ret=f"{ep_returns[-1]:.1f}")
+                log.progress(0, ret=f"{stats.returns[-1]:.1f}")
 
             evaluate_now = cfg.eval_every and step % cfg.eval_every == 0
             dump_now = evaluate_now or step % cfg.log_every == 0
@@ -260,17 +226,9 @@ def train(cfg: Config, ctx: RunContext) -> dict:
 
             stop = False
             if evaluate_now:
-                result = evaluate_policy(agent.policy, eval_env, cfg.eval_episodes, eval_seed(cfg.seed), device=device)
-                last_eval = {"step": step, **result.to_json()}
-                log.record("eval/mean_reward", result.mean_return)
-                log.record("eval/std_reward", result.std_return)
-                log.record("eval/mean_ep_length", float(np.mean(result.lengths)))
-                if K > 1:
-                    for k, f in enumerate(result.expert_usage):
-                        log.record(f"eval/expert_usage_{k}", f)
-                stop = cfg.stop_at_reward is not None and result.mean_return >= cfg.stop_at_reward
+                last_eval, stop = rec.evaluate(agent.policy, eval_env, cfg, step, device)
             if dump_now:
-                dump()
+                rec.dump(step, agent.n_updates, metrics)
             if stop:
                 log.message(f"stopping at step {step}: evaluation mean return {last_eval['mean_return']:.1f} "
                             f">= stop_at_reward {cfg.stop_at_reward}")

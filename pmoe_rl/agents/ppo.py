@@ -1,0 +1,285 @@
+"""PPO with Gaussian and mixture policies, and PMOE-PPO (reference/pmoe.md §8), CleanRL-style.
+
+Rollout: ``num_envs`` environments step ``n_steps`` times with k ~ Cat(w(s)), a ~ N(mu_k, sigma_k)
+(the env acts on clip(a, -1, 1)); stored: the normalised observation, a, k, log pi_old(a|s) (the
+**mixture** density by default, ``ppo.ratio``) and V(s). A truncated episode bootstraps from its true
+final observation: r += gamma V(s_final) (as SB3). Then GAE(gamma, lambda) and ``n_epochs`` passes over
+shuffled minibatches, each minimising
+
+    L = L_clip + vf_coef L_V - ent_coef H + q_coef L_Q + gate_loss_weight L_gate
+
+    L_clip = mean max(-A r, -A clip(r, 1 - eps, 1 + eps)),  r = exp(log pi(a|s) - log pi_old(a|s))
+    L_V    = mean (V - R)^2, or mean max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2)  (clip_value)
+    H      = -mean log pi(a|s)   (estimate: a mixture has no closed-form entropy)
+    L_Q    = mean (Q(s, clip(a)) - R)^2                                 (PMOE-PPO only, R = GAE return)
+    L_gate = mean_k (w_k(s) - 1[k = k*])^2,  k* = argmax_k Q(s, clip(a_k)), a_k ~ N(mu_k, sigma_k) fresh
+
+With one expert (``--policy gaussian``) this is standard PPO. Gradient norms are clipped to
+``max_grad_norm`` for the policy and value together (SB3) and separately for the auxiliary Q.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pmoe_rl import checkpoint
+from pmoe_rl.agents.base import EpisodeStats, Recorder, RunContext
+from pmoe_rl.buffers import compute_gae
+from pmoe_rl.config import Config, to_dict
+from pmoe_rl.envs import make_env, make_vec_env, seed_everything
+from pmoe_rl.estimators import gate_loss
+from pmoe_rl.evaluation import eval_seed
+from pmoe_rl.logger import RunLogger
+from pmoe_rl.mixture import gather_expert
+from pmoe_rl.nets import mlp
+from pmoe_rl.normalization import RewardNormalizer
+from pmoe_rl.policies import build_policy
+
+
+class PPO:
+    """Networks, optimiser and update rule; knows nothing about environments or files."""
+
+    def __init__(self, cfg: Config, obs_dim: int, act_dim: int, device: torch.device):
+        self.cfg, self.device = cfg, device
+        ppo = cfg.ppo
+        act_fn = nn.Tanh if ppo.activation == "tanh" else nn.ReLU
+        self.policy = build_policy(cfg, obs_dim, act_dim).to(device)
+        self.value = mlp(obs_dim, ppo.value_hidden, 1, act_fn, orthogonal=True, out_gain=1.0).to(device)
+        # PMOE-PPO's auxiliary Q(s, a) (ReLU, as the co-author script); only for mixtures with a gate loss
+        self.pmoe = cfg.policy == "pmoe" and cfg.n_experts > 1
+        self.q = mlp(obs_dim + act_dim, ppo.q_hidden, 1, nn.ReLU, orthogonal=True).to(device) if self.pmoe else None
+        self._main_params = [*self.policy.parameters(), *self.value.parameters()]
+        self._q_params = list(self.q.parameters()) if self.q is not None else []
+        self.optimizer = torch.optim.Adam(self._main_params + self._q_params, lr=ppo.learning_rate,
+                                          eps=ppo.adam_eps, foreach=True)
+        self.n_updates = 0
+
+    def values(self, norm_obs: torch.Tensor) -> torch.Tensor:
+        return self.value(norm_obs).squeeze(-1)
+
+    def q_values(self, norm_obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q(s, clip(a)) for actions (B, A) -> (B,) or (B, K, A) -> (B, K)."""
+        if actions.dim() == 3:
+            norm_obs = norm_obs.unsqueeze(1).expand(-1, actions.shape[1], -1)
+        return self.q(torch.cat([norm_obs, actions.clamp(-1.0, 1.0)], -1)).squeeze(-1)
+
+    def log_prob(self, dist, actions: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """The density of the PPO ratio: the mixture's, or the component of the expert that acted."""
+        if self.cfg.ppo.ratio == "component":
+            return gather_expert(dist.expert_log_probs(actions), experts)
+        return dist.log_prob(actions)
+
+    def update(self, data: dict[str, torch.Tensor], lr: float) -> dict[str, torch.Tensor]:
+        """``n_epochs`` passes over the rollout ``data`` (flat tensors: obs, actions, experts, logp, values,
+        advantages, returns) in shuffled minibatches. Returns the metrics averaged as SB3 logs them."""
+        ppo = self.cfg.ppo
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        n = data["obs"].shape[0]
+        sums: dict[str, list[torch.Tensor]] = {}
+        clip = ppo.clip_range
+        for _ in range(ppo.n_epochs):
+            kls = []
+            for idx in torch.randperm(n, device=self.device).split(ppo.batch_size):
+                obs, actions, adv = data["obs"][idx], data["actions"][idx], data["advantages"][idx]
+                returns, old_values = data["returns"][idx], data["values"][idx]
+                dist = self.policy.distribution(obs)
+                logp = self.log_prob(dist, actions, data["experts"][idx])
+                log_ratio = logp - data["logp"][idx]
+                ratio = log_ratio.exp()
+                if ppo.normalize_advantage and len(idx) > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+                v = self.values(obs)
+                v_loss = (v - returns).pow(2)
+                if ppo.clip_value:
+                    v_clipped = old_values + (v - old_values).clamp(-clip, clip)
+                    v_loss = torch.max(v_loss, (v_clipped - returns).pow(2))
+                v_loss = v_loss.mean()
+                entropy = -logp.mean()
+                loss = pg_loss + ppo.vf_coef * v_loss - ppo.ent_coef * entropy
+                parts = {"policy_gradient_loss": pg_loss, "value_loss": v_loss, "entropy_loss": -entropy}
+                if self.pmoe:
+                    q_loss = (self.q_values(obs, actions) - returns).pow(2).mean()
+                    with torch.no_grad():
+                        fresh = dist.mean + dist.log_std.exp() * torch.randn_like(dist.mean)
+                        k_star = self.q_values(obs, fresh).argmax(-1)
+                    g_loss = gate_loss(dist, k_star, ppo.gate_loss)
+                    loss = loss + ppo.q_coef * q_loss + ppo.gate_loss_weight * g_loss
+                    parts.update(q_loss=q_loss, gate_loss=g_loss,
+                                 best_expert_freq=F.one_hot(k_star, self.policy.n_experts).float().mean(0))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self._main_params, ppo.max_grad_norm, foreach=True)
+                if self._q_params:
+                    nn.utils.clip_grad_norm_(self._q_params, ppo.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                self.n_updates += 1
+                with torch.no_grad():
+                    kl = ((ratio - 1.0) - log_ratio).mean()  # http://joschu.net/blog/kl-approx.html
+                    kls.append(kl)
+                    parts.update(loss=loss, approx_kl=kl, clip_fraction=((ratio - 1.0).abs() > clip).float().mean())
+                for key, value in parts.items():
+                    sums.setdefault(key, []).append(value.detach())
+            if ppo.target_kl is not None and torch.stack(kls).mean() > 1.5 * ppo.target_kl:
+                break  # SB3's early stop
+        metrics = {key: torch.stack(values).mean(0) for key, values in sums.items()}
+        with torch.no_grad():
+            var_y = data["returns"].var()
+            metrics["explained_variance"] = 1.0 - (data["returns"] - data["values"]).var() / var_y
+            metrics["std"] = self.policy.log_std.exp().mean()
+            if self.policy.n_experts > 1:
+                w = self.policy.distribution(data["obs"]).log_w
+                metrics["gate_entropy"] = -(w.exp() * w).sum(-1).mean()
+        return metrics
+
+    # --- persistence -------------------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        mods = {"policy": self.policy, "value": self.value}
+        if self.q is not None:
+            mods["q"] = self.q
+        return mods
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, m in self.modules().items() for k, v in m.state_dict().items()}
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        for name, module in self.modules().items():
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")})
+
+    def optim_state(self) -> dict:
+        return {"n_updates": self.n_updates, "optimizer": self.optimizer.state_dict()}
+
+    def load_optim_state(self, state: dict) -> None:
+        self.n_updates = state["n_updates"]
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+# --- the training loop ------------------------------------------------------------------------------------------
+
+def train(cfg: Config, ctx: RunContext) -> dict:
+    """Train PPO on ``cfg.env`` for at least ``cfg.steps`` environment steps (whole rollouts of
+    ``n_steps x num_envs``, as SB3); returns the last evaluation."""
+    ppo, device, n_envs = cfg.ppo, ctx.device, cfg.num_envs
+    seed_everything(cfg.seed)
+    envs = make_vec_env(cfg.env, n_envs, cfg.vec_env)
+    eval_env = make_env(cfg.env, seed=eval_seed(cfg.seed))
+    obs_space, act_space = eval_env.observation_space, eval_env.unwrapped.action_space
+    obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
+    agent = PPO(cfg, obs_dim, act_dim, device)
+    policy, obs_norm = agent.policy, agent.policy.obs_norm
+    reward_norm = RewardNormalizer(n_envs, ppo.gamma, ppo.clip_reward) if ppo.norm_reward else None
+    meta = {"algo": "ppo", "env_id": cfg.env, "config": to_dict(cfg),
+            "observation_space": checkpoint.describe_box(obs_space), "action_space": checkpoint.describe_box(act_space)}
+    rollout_size = ppo.n_steps * n_envs
+    total_iterations = math.ceil(cfg.steps / rollout_size)
+
+    step, last_eval = 0, {}
+    stats = EpisodeStats(policy.n_experts)
+    if ctx.resume is not None:
+        checkpoint.check_spaces(ctx.resume.meta, obs_space, act_space)
+        state = ctx.resume.state
+        agent.load_weights(ctx.resume.weights)
+        agent.load_optim_state(state["optim"])
+        if reward_norm is not None:
+            reward_norm.load_state_dict(state["reward_norm"])
+        step, last_eval = ctx.resume.step, state["last_eval"]
+        stats.load_state_dict(state)
+        checkpoint.restore_rng(state["rng"])
+        obs, _ = envs.reset(seed=cfg.seed + step)  # the interrupted episodes are lost; new ones start
+    else:
+        obs, _ = envs.reset(seed=cfg.seed)
+
+    def save_checkpoint() -> Path:
+        state = {"optim": agent.optim_state(), **stats.state_dict(), "last_eval": last_eval,
+                 "rng": checkpoint.capture_rng()}
+        if reward_norm is not None:
+            state["reward_norm"] = reward_norm.state_dict()
+        return checkpoint.save(ctx.run_dir, step, agent.weights(), meta, state)
+
+    log = RunLogger(ctx.run_dir, resume_step=step if ctx.resume else None, total_steps=cfg.steps,
+                    progress=ctx.progress)
+    rec = Recorder(log, stats, step)
+    T = ppo.n_steps
+    buf_obs = torch.zeros(T, n_envs, obs_dim, device=device)
+    buf_actions = torch.zeros(T, n_envs, act_dim, device=device)
+    buf_experts = torch.zeros(T, n_envs, dtype=torch.long, device=device)
+    buf_logp = torch.zeros(T, n_envs, device=device)
+    buf_values = torch.zeros(T, n_envs, device=device)
+    rewards = np.zeros((T, n_envs), dtype=np.float32)
+    dones = np.zeros((T, n_envs), dtype=np.float32)
+
+    def normalized(x: np.ndarray, update: bool) -> torch.Tensor:
+        x_t = torch.as_tensor(x, dtype=torch.float32, device=device)
+        if update:
+            obs_norm.update(x_t)
+        return obs_norm(x_t)
+
+    try:
+        while step < cfg.steps:
+            iteration = step // rollout_size
+            lr = ppo.learning_rate * (1.0 - iteration / total_iterations) if ppo.anneal_lr else ppo.learning_rate
+            # --- rollout
+            for t in range(T):
+                with torch.inference_mode():
+                    x = normalized(obs, update=True)
+                    dist = policy.distribution(x)
+                    action, k = dist.sample()
+                    buf_obs[t], buf_actions[t], buf_experts[t] = x, action, k
+                    buf_logp[t] = agent.log_prob(dist, action, k)
+                    buf_values[t] = agent.values(x)
+                obs, reward, terminated, truncated, info = envs.step(action.clamp(-1.0, 1.0).cpu().numpy())
+                done = terminated | truncated
+                reward = reward_norm(reward, done) if reward_norm is not None else reward
+                cut = truncated & ~terminated
+                if cut.any():  # bootstrap a time-limit cut from the true final observation (not the reset one)
+                    final = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
+                    with torch.inference_mode():
+                        reward[cut] += ppo.gamma * agent.values(normalized(final, update=False)).cpu().numpy()
+                rewards[t], dones[t] = reward, done
+                stats.acted += np.bincount(k.cpu().numpy(), minlength=policy.n_experts)
+                if done.any():
+                    ep = info["final_info"]["episode"]
+                    for i in np.flatnonzero(info["final_info"]["_episode"]):
+                        stats.add(ep["r"][i], ep["l"][i])
+                    log.progress(0, ret=f"{stats.returns[-1]:.1f}")
+                log.progress(n_envs)
+            step += rollout_size
+            # --- advantages and the update
+            with torch.inference_mode():
+                last_values = agent.values(normalized(obs, update=False)).cpu().numpy()
+            advantages, returns = compute_gae(rewards, buf_values.cpu().numpy(), dones, last_values, ppo.gamma,
+                                              ppo.gae_lambda)
+            data = {"obs": buf_obs.reshape(-1, obs_dim), "actions": buf_actions.reshape(-1, act_dim),
+                    "experts": buf_experts.reshape(-1), "logp": buf_logp.reshape(-1), "values": buf_values.reshape(-1),
+                    "advantages": torch.as_tensor(advantages, device=device).reshape(-1),
+                    "returns": torch.as_tensor(returns, device=device).reshape(-1)}
+            metrics = agent.update(data, lr)
+            metrics.update(learning_rate=torch.tensor(lr), clip_range=torch.tensor(ppo.clip_range))
+
+            def crossed(every: int) -> bool:
+                return bool(every) and step // every > (step - rollout_size) // every
+
+            stop = False
+            if crossed(cfg.eval_every) or (cfg.eval_every and step >= cfg.steps):
+                last_eval, stop = rec.evaluate(policy, eval_env, cfg, step, device)
+            if crossed(cfg.log_every) or crossed(cfg.eval_every) or step >= cfg.steps:
+                rec.dump(step, agent.n_updates, metrics, **{"time/iterations": iteration + 1})
+            if stop:
+                log.message(f"stopping at step {step}: evaluation mean return {last_eval['mean_return']:.1f} "
+                            f">= stop_at_reward {cfg.stop_at_reward}")
+                break
+            if crossed(cfg.checkpoint_every) and step < cfg.steps:
+                save_checkpoint()
+        log.message(f"saved checkpoint {save_checkpoint()}")
+    finally:
+        log.close()
+        envs.close()
+        eval_env.close()
+    return last_eval
