@@ -1,11 +1,20 @@
-"""Environment steps per second of pmoe-rl SAC (K=1 and K=4) and SB3 SAC, side by side in one invocation.
+"""Environment steps per second of pmoe-rl and SB3, side by side in one invocation.
 
-Same env, hyperparameters (SB3's SAC defaults: [256, 256] nets, batch 256, lr 3e-4, buffer 1e6,
-train_freq 1, gradient_steps 1, auto entropy, uniform random warm-up) and thread count. Each contestant
-runs ``--learning-starts`` warm-up steps, then ``--steps`` steps with one update each; the rate is over the
-training steps only. Rounds alternate between contestants to spread machine noise; the median is reported.
+``--algo sac``: pmoe-rl SAC (K=1 and K=4) against SB3 SAC with SB3's SAC defaults ([256, 256] nets,
+batch 256, lr 3e-4, buffer 1e6, train_freq 1, gradient_steps 1, auto entropy, uniform random warm-up).
+Each contestant runs ``--learning-starts`` warm-up steps, then ``--steps`` steps with one update each;
+the rate is over the training steps only.
 
-    python scripts/bench_throughput.py --env HalfCheetah-v5 --steps 2000 --rounds 3 --threads 2
+``--algo ppo``: pmoe-rl PPO (Gaussian and PMOE-PPO with K=5) against SB3 PPO with SB3's PPO defaults
+(rollout 2048, 10 epochs, minibatch 64, lr 3e-4, [64, 64] tanh actor and critic, unclipped value loss)
+and the same normalisation (SB3: ``VecNormalize`` of observations and rewards). The rate is over the
+whole ``learn`` call for ``--steps`` steps (rounded up to whole rollouts), collection and updates.
+
+Same env and thread count for all. Rounds alternate between contestants to spread machine noise; the
+median is reported, with the median of the per-round ratios.
+
+    python scripts/bench_throughput.py --algo sac --env HalfCheetah-v5 --steps 2000 --rounds 3 --threads 2
+    python scripts/bench_throughput.py --algo ppo --env HalfCheetah-v5 --steps 8192 --rounds 3 --threads 2
 """
 
 from __future__ import annotations
@@ -36,6 +45,41 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int) -> float:
     rate = steps / (time.perf_counter() - t0)
     env.close()
     return rate
+
+
+def run_sb3_ppo(env_id: str, steps: int, seed: int) -> float:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), norm_obs=True, norm_reward=True, clip_obs=10.0)
+    model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
+    t0 = time.perf_counter()
+    model.learn(steps)
+    rate = model.num_timesteps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def run_pmoe_ppo(env_id: str, steps: int, seed: int, experts: int) -> float:
+    import contextlib
+    import io
+
+    from pmoe_rl.agents.base import RunContext
+    from pmoe_rl.agents.ppo import train
+    from pmoe_rl.config import Config, validate
+
+    cfg = Config(env=env_id, algo="ppo", policy="pmoe" if experts > 1 else "gaussian", experts=experts, seed=seed,
+                 steps=steps, device="cpu", eval_every=0, checkpoint_every=0, log_every=steps)
+    cfg.ppo.clip_value = False  # SB3's default value loss
+    validate(cfg)
+    rollouts = -(-steps // cfg.ppo.n_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            train(cfg, RunContext(Path(tmp), torch.device("cpu"), progress=False))
+        # includes making the envs and writing the final checkpoint, which SB3's figure does not
+        return rollouts * cfg.ppo.n_steps / (time.perf_counter() - t0)
 
 
 def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: int) -> float:
@@ -73,50 +117,67 @@ def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: 
         return steps / (time.perf_counter() - marks["start"])
 
 
-CONTESTANTS = {"sb3": "SB3 SAC", "k1": "pmoe-rl SAC, Gaussian (K=1)", "k4": "pmoe-rl SAC, PMOE (K=4)"}
+CONTESTANTS = {
+    "sac": {"sb3": "SB3 SAC", "k1": "pmoe-rl SAC, Gaussian (K=1)", "k4": "pmoe-rl SAC, PMOE (K=4)"},
+    "ppo": {"sb3": "SB3 PPO", "k1": "pmoe-rl PPO, Gaussian (K=1)", "k5": "pmoe-rl PMOE-PPO (K=5)"},
+}
 
 
 def worker(args) -> None:
     if args.worker == "sb3":
         torch.set_num_threads(args.threads)
-        rate = run_sb3(args.env, args.steps, args.learning_starts, args.seed)
+        if args.algo == "sac":
+            rate = run_sb3(args.env, args.steps, args.learning_starts, args.seed)
+        else:
+            rate = run_sb3_ppo(args.env, args.steps, args.seed)
     else:
         from pmoe_rl.cli import configure_cpu
 
         configure_cpu(args.threads)
-        rate = run_pmoe(args.env, args.steps, args.learning_starts, args.seed, 1 if args.worker == "k1" else 4)
+        experts = int(args.worker[1:])
+        if args.algo == "sac":
+            rate = run_pmoe(args.env, args.steps, args.learning_starts, args.seed, experts)
+        else:
+            rate = run_pmoe_ppo(args.env, args.steps, args.seed, experts)
     print(f"RATE {rate}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--algo", choices=list(CONTESTANTS), default="sac")
     p.add_argument("--env", default="HalfCheetah-v5")
-    p.add_argument("--steps", type=int, default=2000, help="timed training steps per contestant and round")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed training steps per contestant and round (default: 2000 for sac, 8192 for ppo)")
     p.add_argument("--learning-starts", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--worker", choices=list(CONTESTANTS), help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.steps = args.steps or (2000 if args.algo == "sac" else 8192)
     if args.worker:
         return worker(args)
-    rates: dict[str, list[float]] = {key: [] for key in CONTESTANTS}
+    contestants = CONTESTANTS[args.algo]
+    rates: dict[str, list[float]] = {key: [] for key in contestants}
     for r in range(args.rounds):
-        for key, name in CONTESTANTS.items():
-            cmd = [sys.executable, __file__, "--worker", key, "--env", args.env, "--steps", str(args.steps),
+        for key, name in contestants.items():
+            cmd = [sys.executable, __file__, "--worker", key, "--algo", args.algo, "--env", args.env,
+                   "--steps", str(args.steps),
                    "--learning-starts", str(args.learning_starts), "--threads", str(args.threads),
                    "--seed", str(args.seed)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rates[key].append(float(out.split("RATE ")[-1]))
             print(f"round {r + 1}: {name}: {rates[key][-1]:.1f} steps/s", flush=True)
     base = statistics.median(rates["sb3"])
-    print(f"\n{args.env}, {args.steps} training steps after {args.learning_starts} warm-up, {args.rounds} rounds, "
+    what = f"{args.steps} training steps after {args.learning_starts} warm-up" if args.algo == "sac" else \
+        f"{args.steps} steps of PPO (collection and updates)"
+    print(f"\n{args.env}, {what}, {args.rounds} rounds, "
           f"{args.threads} torch thread(s); torch {torch.__version__}, SB3 {version('stable-baselines3')}, "
           f"gymnasium {version('gymnasium')}, mujoco {version('mujoco')}, Python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs")
     print("| contestant | steps/s (median) | all rounds | ratio of medians | median of per-round ratios |")
     print("|---|---|---|---|---|")
-    for key, name in CONTESTANTS.items():
+    for key, name in contestants.items():
         med = statistics.median(rates[key])
         paired = statistics.median(x / y for x, y in zip(rates[key], rates["sb3"]))  # same round, same machine state
         rounds = ", ".join(f"{x:.1f}" for x in rates[key])

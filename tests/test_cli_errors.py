@@ -159,8 +159,9 @@ def test_help_lists_every_option_with_its_default(capsys):
     out = capsys.readouterr().out
     for text in ["--env", "--algo", "--policy", "--experts", "--steps", "--seed", "--device", "--config",
                  "--run-dir", "--eval-every", "--eval-episodes", "--checkpoint-every", "--resume", "--overwrite",
-                 "--set", "default: 4 for pmoe", "default: 1000000", "sac.batch_size=256", "sac.gate_loss=mse",
-                 "net.eval_expert=sample", "sac.target_logp=component"]:
+                 "--set", "5 with PPO", "default: 1000000", "sac.batch_size=256",
+                 "sac.gate_loss=mse", "net.eval_expert=sample", "sac.target_logp=component", "--num-envs", "--vec-env",
+                 "ppo.n_steps=2048", "ppo.ratio=mixture", "ppo.norm_obs=True"]:
         assert text in out, text
     json.dumps(out)  # printable
 
