@@ -110,3 +110,27 @@ class TwinQ(nn.Module):
         x = torch.bmm(act.reshape(1, bsz * k, a).expand(n, -1, -1), w[:, obs_dim:])  # (n, B*K, H)
         x.view(n, bsz, k, -1).add_(h.unsqueeze(2))  # each state's projection, shared by its K actions
         return self.net(x.relu_(), detach_params, start=1).view(n, bsz, k)
+
+
+class FlatParameters:
+    """Re-home a list of parameters (and their gradients) as views of one flat tensor.
+
+    The optimiser, gradient clipping and zeroing then touch one tensor instead of one per layer, which
+    on small networks (PPO's 64-unit MLPs) is most of their cost. The modules keep working as before:
+    their parameters are views, ``load_state_dict`` copies into them in place, and autograd accumulates
+    into the views of ``flat.grad``. Zero with :meth:`zero_grad`, never with ``set_to_none`` (that would
+    detach the views). Build after moving the modules to their device.
+    """
+
+    def __init__(self, params: list[nn.Parameter]):
+        self.flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+        self.flat.grad = torch.zeros_like(self.flat)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.data = self.flat.data[offset:offset + n].view_as(p)
+            p.grad = self.flat.grad[offset:offset + n].view_as(p)
+            offset += n
+
+    def zero_grad(self) -> None:
+        self.flat.grad.zero_()

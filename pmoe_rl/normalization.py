@@ -2,8 +2,10 @@
 
 :class:`ObsNormalizer` is a module whose statistics are buffers, so they travel with the policy's
 weights: a checkpoint's policy normalises exactly as it did when it was saved, and evaluation applies
-the statistics frozen (only the training loop calls ``update``). :class:`RewardNormalizer` scales
-rewards by the running standard deviation of the discounted return; its state is training state.
+the statistics frozen. The training loop keeps the statistics in a NumPy :class:`RunningMeanStd`
+while it collects (one update per environment step, as SB3) and copies them into the module after each
+rollout. :class:`RewardNormalizer` scales rewards by the running standard deviation of the discounted
+return; its state is training state.
 """
 
 from __future__ import annotations
@@ -13,10 +15,35 @@ import torch
 from torch import nn
 
 
+class RunningMeanStd:
+    """Mean and variance of a stream of batches, float64, with Chan et al.'s parallel update (as
+    ``stable_baselines3.common.running_mean_std.RunningMeanStd``, initial count 1e-4)."""
+
+    def __init__(self, shape: tuple[int, ...] = (), mean=None, var=None, count: float = 1e-4):
+        self.mean = np.zeros(shape) if mean is None else np.array(mean, dtype=np.float64)
+        self.var = np.ones(shape) if var is None else np.array(var, dtype=np.float64)
+        self.count = float(count)
+
+    def update(self, x: np.ndarray) -> None:
+        """Add a batch (first axis)."""
+        batch_mean, batch_var, n = x.mean(0), x.var(0), x.shape[0]
+        delta, total = batch_mean - self.mean, self.count + n
+        m2 = self.var * self.count + batch_var * n + np.square(delta) * self.count * n / total
+        self.mean = self.mean + delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self) -> dict:
+        return {"mean": np.asarray(self.mean).tolist(), "var": np.asarray(self.var).tolist(), "count": self.count}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> RunningMeanStd:
+        return cls(np.shape(state["mean"]), state["mean"], state["var"], state["count"])
+
+
 class ObsNormalizer(nn.Module):
-    """x -> clip((x - mean) / sqrt(var + eps), -clip, clip), statistics in float64 (Chan et al. parallel
-    update, as ``stable_baselines3.common.running_mean_std.RunningMeanStd``). ``enabled=False`` is the
-    identity and keeps no statistics."""
+    """x -> clip((x - mean) / sqrt(var + eps), -clip, clip). ``enabled=False`` is the identity and keeps
+    no statistics."""
 
     def __init__(self, dim: int, enabled: bool = True, clip: float = 10.0, eps: float = 1e-8):
         super().__init__()
@@ -26,23 +53,31 @@ class ObsNormalizer(nn.Module):
             self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
             self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
 
-    @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        if not self.enabled:
-            return
-        x = x.reshape(-1, self.mean.shape[0]).to(torch.float64)
-        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
-        delta, total = batch_mean - self.mean, self.count + n
-        m2 = self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total
-        self.mean += delta * n / total
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
         mean, std = self.mean.to(x.dtype), (self.var + self.eps).sqrt().to(x.dtype)
         return ((x - mean) / std).clamp(-self.clip, self.clip)
+
+    def numpy(self, x: np.ndarray, stats: RunningMeanStd | None) -> np.ndarray:
+        """The same map in NumPy with ``stats`` (the training loop's live statistics), as float32."""
+        if stats is None:
+            return np.asarray(x, dtype=np.float32)
+        return np.clip((x - stats.mean) / np.sqrt(stats.var + self.eps), -self.clip, self.clip).astype(np.float32)
+
+    def running_stats(self) -> RunningMeanStd | None:
+        """A NumPy copy of the statistics for the training loop to update (None when disabled)."""
+        if not self.enabled:
+            return None
+        return RunningMeanStd(self.mean.shape, self.mean.cpu().numpy(), self.var.cpu().numpy(), float(self.count))
+
+    @torch.no_grad()
+    def load_stats(self, stats: RunningMeanStd | None) -> None:
+        if stats is None:
+            return
+        self.mean.copy_(torch.from_numpy(np.asarray(stats.mean)))
+        self.var.copy_(torch.from_numpy(np.asarray(stats.var)))
+        self.count.fill_(stats.count)
 
 
 class RewardNormalizer:
@@ -52,20 +87,17 @@ class RewardNormalizer:
     def __init__(self, n_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
         self.gamma, self.clip, self.eps = gamma, clip, eps
         self.returns = np.zeros(n_envs)
-        self.ret_mean, self.ret_var, self.ret_count = 0.0, 1.0, 1e-4
+        self.stats = RunningMeanStd(())
 
     def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
         self.returns = self.returns * self.gamma + rewards
-        batch_mean, batch_var, n = float(self.returns.mean()), float(self.returns.var()), self.returns.shape[0]
-        delta, total = batch_mean - self.ret_mean, self.ret_count + n
-        m2 = self.ret_var * self.ret_count + batch_var * n + delta**2 * self.ret_count * n / total
-        self.ret_mean, self.ret_var, self.ret_count = self.ret_mean + delta * n / total, m2 / total, total
+        self.stats.update(self.returns)
         self.returns[dones] = 0.0
-        return np.clip(rewards / np.sqrt(self.ret_var + self.eps), -self.clip, self.clip)
+        return np.clip(rewards / np.sqrt(self.stats.var + self.eps), -self.clip, self.clip).astype(np.float32)
 
     def state_dict(self) -> dict:
-        return {"returns": self.returns.tolist(), "mean": self.ret_mean, "var": self.ret_var, "count": self.ret_count}
+        return {"returns": self.returns.tolist(), **self.stats.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.returns = np.asarray(state["returns"], dtype=np.float64)
-        self.ret_mean, self.ret_var, self.ret_count = state["mean"], state["var"], state["count"]
+        self.stats = RunningMeanStd.from_state_dict(state)

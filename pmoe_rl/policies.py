@@ -106,17 +106,29 @@ class PPOPolicy(nn.Module):
     def forward(self, obs: torch.Tensor) -> GaussianMixture:
         return self.distribution(self.obs_norm(obs))
 
+    def sample(self, norm_obs: torch.Tensor, deterministic: bool = False,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """An unclipped action and the acting expert for normalised observations, with the fewest operations
+        (this runs once per environment step). Stochastic: k ~ Cat(w), a ~ N(mu_k, sigma_k), an exact mixture
+        sample. Deterministic: mu_k of an expert drawn from Cat(w) (``eval_expert="sample"``, as
+        :class:`MixturePolicy`) or of argmax w."""
+        mean = self.mean_net(norm_obs).view(-1, self.n_experts, self.act_dim)
+        if self.gate is None:
+            k = torch.zeros(mean.shape[0], dtype=torch.long, device=mean.device)
+        else:
+            dist = GaussianMixture(mean, self.log_std, torch.log_softmax(self.gate(norm_obs), dim=-1))
+            k = dist.mode_expert() if deterministic and self.eval_expert == "argmax" else dist.sample_expert(generator)
+        mean = gather_expert(mean, k)
+        if deterministic:
+            return mean, k
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + self.log_std[k].exp() * eps, k
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False,
             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """clip(a, -1, 1) and the acting expert. Stochastic: an exact mixture sample. Deterministic: the mean
-        of an expert drawn from Cat(w) (``eval_expert="sample"``) or of argmax w (as :class:`MixturePolicy`)."""
-        dist = self(obs)
-        if not deterministic:
-            action, k = dist.sample(generator)
-        else:
-            k = dist.mode_expert() if self.eval_expert == "argmax" else dist.sample_expert(generator)
-            action = gather_expert(dist.mean, k)
+        """clip(a, -1, 1) and the acting expert (see :meth:`sample`)."""
+        action, k = self.sample(self.obs_norm(obs), deterministic, generator)
         return action.clamp(-1.0, 1.0), k
 
 

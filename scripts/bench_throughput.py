@@ -7,14 +7,15 @@ the rate is over the training steps only.
 
 ``--algo ppo``: pmoe-rl PPO (Gaussian and PMOE-PPO with K=5) against SB3 PPO with SB3's PPO defaults
 (rollout 2048, 10 epochs, minibatch 64, lr 3e-4, [64, 64] tanh actor and critic, unclipped value loss)
-and the same normalisation (SB3: ``VecNormalize`` of observations and rewards). The rate is over the
-whole ``learn`` call for ``--steps`` steps (rounded up to whole rollouts), collection and updates.
+and the same normalisation (SB3: ``VecNormalize`` of observations and rewards). The rate is over whole
+iterations (collect a rollout, then update), from the end of the first update to the end of the last,
+so neither library's start-up (imports, env and logger creation) counts.
 
 Same env and thread count for all. Rounds alternate between contestants to spread machine noise; the
 median is reported, with the median of the per-round ratios.
 
     python scripts/bench_throughput.py --algo sac --env HalfCheetah-v5 --steps 2000 --rounds 3 --threads 2
-    python scripts/bench_throughput.py --algo ppo --env HalfCheetah-v5 --steps 8192 --rounds 3 --threads 2
+    python scripts/bench_throughput.py --algo ppo --env HalfCheetah-v5 --steps 10240 --rounds 3 --threads 2
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int) -> float:
     return rate
 
 
+def _timed_updates(cls, marks: list[float]):
+    """Wrap ``cls``'s PPO update method to record when each call returns."""
+    name = "train" if hasattr(cls, "train") else "update"
+    original = getattr(cls, name)
+
+    def timed(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        marks.append(time.perf_counter())
+        return out
+
+    setattr(cls, name, timed)
+
+
 def run_sb3_ppo(env_id: str, steps: int, seed: int) -> float:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -54,32 +68,30 @@ def run_sb3_ppo(env_id: str, steps: int, seed: int) -> float:
 
     env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), norm_obs=True, norm_reward=True, clip_obs=10.0)
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
-    t0 = time.perf_counter()
+    marks: list[float] = []
+    _timed_updates(PPO, marks)
     model.learn(steps)
-    rate = model.num_timesteps / (time.perf_counter() - t0)
     env.close()
-    return rate
+    return (len(marks) - 1) * model.n_steps / (marks[-1] - marks[0])
 
 
 def run_pmoe_ppo(env_id: str, steps: int, seed: int, experts: int) -> float:
     import contextlib
     import io
 
+    from pmoe_rl.agents import ppo
     from pmoe_rl.agents.base import RunContext
-    from pmoe_rl.agents.ppo import train
     from pmoe_rl.config import Config, validate
 
     cfg = Config(env=env_id, algo="ppo", policy="pmoe" if experts > 1 else "gaussian", experts=experts, seed=seed,
                  steps=steps, device="cpu", eval_every=0, checkpoint_every=0, log_every=steps)
     cfg.ppo.clip_value = False  # SB3's default value loss
     validate(cfg)
-    rollouts = -(-steps // cfg.ppo.n_steps)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            train(cfg, RunContext(Path(tmp), torch.device("cpu"), progress=False))
-        # includes making the envs and writing the final checkpoint, which SB3's figure does not
-        return rollouts * cfg.ppo.n_steps / (time.perf_counter() - t0)
+    marks: list[float] = []
+    _timed_updates(ppo.PPO, marks)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        ppo.train(cfg, RunContext(Path(tmp), torch.device("cpu"), progress=False))
+    return (len(marks) - 1) * cfg.ppo.n_steps / (marks[-1] - marks[0])
 
 
 def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: int) -> float:
@@ -147,14 +159,14 @@ def main() -> None:
     p.add_argument("--algo", choices=list(CONTESTANTS), default="sac")
     p.add_argument("--env", default="HalfCheetah-v5")
     p.add_argument("--steps", type=int, default=None,
-                   help="timed training steps per contestant and round (default: 2000 for sac, 8192 for ppo)")
+                   help="timed training steps per contestant and round (default: 2000 for sac, 10240 for ppo)")
     p.add_argument("--learning-starts", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.steps = args.steps or (2000 if args.algo == "sac" else 8192)
+    args.steps = args.steps or (2000 if args.algo == "sac" else 10240)
     if args.worker:
         return worker(args)
     contestants = CONTESTANTS[args.algo]

@@ -20,6 +20,7 @@ With one expert (``--policy gaussian``) this is standard PPO. Gradient norms are
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from pmoe_rl.estimators import gate_loss
 from pmoe_rl.evaluation import eval_seed
 from pmoe_rl.logger import RunLogger
 from pmoe_rl.mixture import gather_expert
-from pmoe_rl.nets import mlp
+from pmoe_rl.nets import FlatParameters, mlp
 from pmoe_rl.normalization import RewardNormalizer
 from pmoe_rl.policies import build_policy
 
@@ -54,19 +55,20 @@ class PPO:
         # PMOE-PPO's auxiliary Q(s, a) (ReLU, as the co-author script); only for mixtures with a gate loss
         self.pmoe = cfg.policy == "pmoe" and cfg.n_experts > 1
         self.q = mlp(obs_dim + act_dim, ppo.q_hidden, 1, nn.ReLU, orthogonal=True).to(device) if self.pmoe else None
-        self._main_params = [*self.policy.parameters(), *self.value.parameters()]
-        self._q_params = list(self.q.parameters()) if self.q is not None else []
-        self.optimizer = torch.optim.Adam(self._main_params + self._q_params, lr=ppo.learning_rate,
-                                          eps=ppo.adam_eps, foreach=True)
+        # one flat tensor per clipping group: policy and value together (SB3), the auxiliary Q on its own
+        self.groups = [FlatParameters([*self.policy.parameters(), *self.value.parameters()])]
+        if self.q is not None:
+            self.groups.append(FlatParameters(list(self.q.parameters())))
+        self.optimizer = torch.optim.Adam([g.flat for g in self.groups], lr=ppo.learning_rate, eps=ppo.adam_eps,
+                                          fused=True)
         self.n_updates = 0
 
     def values(self, norm_obs: torch.Tensor) -> torch.Tensor:
         return self.value(norm_obs).squeeze(-1)
 
     def q_values(self, norm_obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q(s, clip(a)) for actions (B, A) -> (B,) or (B, K, A) -> (B, K)."""
-        if actions.dim() == 3:
-            norm_obs = norm_obs.unsqueeze(1).expand(-1, actions.shape[1], -1)
+        """Q(s, clip(a)) for M actions per state: (B, M, A) -> (B, M)."""
+        norm_obs = norm_obs.unsqueeze(1).expand(-1, actions.shape[1], -1)
         return self.q(torch.cat([norm_obs, actions.clamp(-1.0, 1.0)], -1)).squeeze(-1)
 
     def log_prob(self, dist, actions: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
@@ -106,19 +108,19 @@ class PPO:
                 loss = pg_loss + ppo.vf_coef * v_loss - ppo.ent_coef * entropy
                 parts = {"policy_gradient_loss": pg_loss, "value_loss": v_loss, "entropy_loss": -entropy}
                 if self.pmoe:
-                    q_loss = (self.q_values(obs, actions) - returns).pow(2).mean()
-                    with torch.no_grad():
+                    q_loss = (self.q_values(obs, actions.unsqueeze(1)).squeeze(1) - returns).pow(2).mean()
+                    with torch.no_grad():  # score a fresh sample of every expert
                         fresh = dist.mean + dist.log_std.exp() * torch.randn_like(dist.mean)
                         k_star = self.q_values(obs, fresh).argmax(-1)
                     g_loss = gate_loss(dist, k_star, ppo.gate_loss)
                     loss = loss + ppo.q_coef * q_loss + ppo.gate_loss_weight * g_loss
                     parts.update(q_loss=q_loss, gate_loss=g_loss,
                                  best_expert_freq=F.one_hot(k_star, self.policy.n_experts).float().mean(0))
-                self.optimizer.zero_grad(set_to_none=True)
+                for group in self.groups:
+                    group.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(self._main_params, ppo.max_grad_norm, foreach=True)
-                if self._q_params:
-                    nn.utils.clip_grad_norm_(self._q_params, ppo.max_grad_norm, foreach=True)
+                for group in self.groups:
+                    nn.utils.clip_grad_norm_(group.flat, ppo.max_grad_norm)
                 self.optimizer.step()
                 self.n_updates += 1
                 with torch.no_grad():
@@ -207,43 +209,32 @@ def train(cfg: Config, ctx: RunContext) -> dict:
                     progress=ctx.progress)
     rec = Recorder(log, stats, step)
     T = ppo.n_steps
-    buf_obs = torch.zeros(T, n_envs, obs_dim, device=device)
-    buf_actions = torch.zeros(T, n_envs, act_dim, device=device)
-    buf_experts = torch.zeros(T, n_envs, dtype=torch.long, device=device)
-    buf_logp = torch.zeros(T, n_envs, device=device)
-    buf_values = torch.zeros(T, n_envs, device=device)
+    obs_buf = np.zeros((T, n_envs, obs_dim), dtype=np.float32)  # normalised, as the update sees them
+    act_buf = np.zeros((T, n_envs, act_dim), dtype=np.float32)  # unclipped samples
+    expert_buf = np.zeros((T, n_envs), dtype=np.int64)
     rewards = np.zeros((T, n_envs), dtype=np.float32)
     dones = np.zeros((T, n_envs), dtype=np.float32)
-
-    def normalized(x: np.ndarray, update: bool) -> torch.Tensor:
-        x_t = torch.as_tensor(x, dtype=torch.float32, device=device)
-        if update:
-            obs_norm.update(x_t)
-        return obs_norm(x_t)
+    as_tensor = functools.partial(torch.as_tensor, device=device)
 
     try:
         while step < cfg.steps:
             iteration = step // rollout_size
             lr = ppo.learning_rate * (1.0 - iteration / total_iterations) if ppo.anneal_lr else ppo.learning_rate
-            # --- rollout
+            # --- rollout: per step only the action; log pi_old and V come batched afterwards (same policy)
+            obs_rms = obs_norm.running_stats()
+            cuts = []  # (t, env, normalised final observation) of time-limit truncations
             for t in range(T):
+                if obs_rms is not None:
+                    obs_rms.update(obs)
+                obs_buf[t] = x = obs_norm.numpy(obs, obs_rms)
                 with torch.inference_mode():
-                    x = normalized(obs, update=True)
-                    dist = policy.distribution(x)
-                    action, k = dist.sample()
-                    buf_obs[t], buf_actions[t], buf_experts[t] = x, action, k
-                    buf_logp[t] = agent.log_prob(dist, action, k)
-                    buf_values[t] = agent.values(x)
-                obs, reward, terminated, truncated, info = envs.step(action.clamp(-1.0, 1.0).cpu().numpy())
-                done = terminated | truncated
-                reward = reward_norm(reward, done) if reward_norm is not None else reward
-                cut = truncated & ~terminated
-                if cut.any():  # bootstrap a time-limit cut from the true final observation (not the reset one)
-                    final = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
-                    with torch.inference_mode():
-                        reward[cut] += ppo.gamma * agent.values(normalized(final, update=False)).cpu().numpy()
-                rewards[t], dones[t] = reward, done
-                stats.acted += np.bincount(k.cpu().numpy(), minlength=policy.n_experts)
+                    action, k = policy.sample(as_tensor(x))
+                act_buf[t], expert_buf[t] = action.cpu().numpy(), k.cpu().numpy()
+                obs, reward, terminated, truncated, info = envs.step(np.clip(act_buf[t], -1.0, 1.0))
+                dones[t] = done = terminated | truncated
+                rewards[t] = reward_norm(reward, done) if reward_norm is not None else reward
+                for i in np.flatnonzero(truncated & ~terminated):
+                    cuts.append((t, i, obs_norm.numpy(info["final_obs"][i], obs_rms)))
                 if done.any():
                     ep = info["final_info"]["episode"]
                     for i in np.flatnonzero(info["final_info"]["_episode"]):
@@ -251,15 +242,24 @@ def train(cfg: Config, ctx: RunContext) -> dict:
                     log.progress(0, ret=f"{stats.returns[-1]:.1f}")
                 log.progress(n_envs)
             step += rollout_size
-            # --- advantages and the update
+            obs_norm.load_stats(obs_rms)
+            stats.acted += np.bincount(expert_buf.ravel(), minlength=policy.n_experts)
+            # --- log pi_old, V, truncation bootstraps (r += gamma V(s_final), as SB3), GAE
+            data = {"obs": as_tensor(obs_buf).reshape(-1, obs_dim), "actions": as_tensor(act_buf).reshape(-1, act_dim),
+                    "experts": as_tensor(expert_buf).reshape(-1)}
             with torch.inference_mode():
-                last_values = agent.values(normalized(obs, update=False)).cpu().numpy()
-            advantages, returns = compute_gae(rewards, buf_values.cpu().numpy(), dones, last_values, ppo.gamma,
-                                              ppo.gae_lambda)
-            data = {"obs": buf_obs.reshape(-1, obs_dim), "actions": buf_actions.reshape(-1, act_dim),
-                    "experts": buf_experts.reshape(-1), "logp": buf_logp.reshape(-1), "values": buf_values.reshape(-1),
-                    "advantages": torch.as_tensor(advantages, device=device).reshape(-1),
-                    "returns": torch.as_tensor(returns, device=device).reshape(-1)}
+                data["logp"] = agent.log_prob(policy.distribution(data["obs"]), data["actions"], data["experts"])
+                data["values"] = agent.values(data["obs"])
+                last_values = agent.values(as_tensor(obs_norm.numpy(obs, obs_rms))).cpu().numpy()
+                if cuts:
+                    final_values = agent.values(as_tensor(np.stack([c[2] for c in cuts]))).cpu().numpy()
+                    for (t, i, _), v in zip(cuts, final_values):
+                        rewards[t, i] += ppo.gamma * v
+            values = data["values"].cpu().numpy().reshape(T, n_envs)
+            advantages, returns = compute_gae(rewards, values, dones, last_values, ppo.gamma, ppo.gae_lambda)
+            data["advantages"] = as_tensor(advantages).reshape(-1)
+            data["returns"] = as_tensor(returns).reshape(-1)
+            data = {key: value.clone() for key, value in data.items()}  # out of inference mode, for autograd
             metrics = agent.update(data, lr)
             metrics.update(learning_rate=torch.tensor(lr), clip_range=torch.tensor(ppo.clip_range))
 
