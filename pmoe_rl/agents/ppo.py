@@ -163,6 +163,83 @@ class PPO:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+# --- rollouts ------------------------------------------------------------------------------------------------
+
+class Rollouts:
+    """Collects ``n_steps`` from every environment of a vector env and turns them into PPO's batch.
+
+    Per step only the action is computed (the policy does not change during a rollout, so log pi_old(a|s)
+    and V(s) come afterwards in one batched forward). Observations are normalised with the running
+    statistics, updated once per step as SB3's ``VecNormalize`` does, and copied into the policy at the end.
+    """
+
+    def __init__(self, envs, agent: PPO, n_steps: int, reward_norm: RewardNormalizer | None):
+        self.envs, self.agent, self.reward_norm = envs, agent, reward_norm
+        self.policy, self.device = agent.policy, agent.device
+        T, n, obs_dim, act_dim = n_steps, envs.num_envs, agent.policy.obs_dim, agent.policy.act_dim
+        self.obs_buf = np.zeros((T, n, obs_dim), dtype=np.float32)  # normalised, as the update sees them
+        self.act_buf = np.zeros((T, n, act_dim), dtype=np.float32)  # unclipped samples
+        self.expert_buf = np.zeros((T, n), dtype=np.int64)
+        self.rewards = np.zeros((T, n), dtype=np.float32)
+        self.dones = np.zeros((T, n), dtype=np.float32)  # the episode ended with this step
+        self.cuts: list[tuple[int, int, np.ndarray]] = []  # (t, env, normalised true final obs) of truncations
+        self.obs: np.ndarray | None = None  # the next observation to act on; set from ``envs.reset``
+        self.obs_rms = None
+
+    def collect(self, stats: EpisodeStats, log: RunLogger | None = None) -> None:
+        obs_norm = self.policy.obs_norm
+        self.obs_rms = obs_rms = obs_norm.running_stats()
+        self.cuts = []
+        obs = self.obs
+        for t in range(self.obs_buf.shape[0]):
+            if obs_rms is not None:
+                obs_rms.update(obs)
+            self.obs_buf[t] = x = obs_norm.numpy(obs, obs_rms)
+            with torch.inference_mode():
+                action, k = self.policy.sample(torch.as_tensor(x, device=self.device))
+            self.act_buf[t], self.expert_buf[t] = action.cpu().numpy(), k.cpu().numpy()
+            obs, reward, terminated, truncated, info = self.envs.step(np.clip(self.act_buf[t], -1.0, 1.0))
+            self.dones[t] = done = terminated | truncated
+            self.rewards[t] = self.reward_norm(reward, done) if self.reward_norm is not None else reward
+            for i in np.flatnonzero(truncated & ~terminated):
+                self.cuts.append((t, i, obs_norm.numpy(info["final_obs"][i], obs_rms)))
+            if done.any():
+                ep = info["final_info"]["episode"]
+                for i in np.flatnonzero(info["final_info"]["_episode"]):
+                    stats.add(ep["r"][i], ep["l"][i])
+                if log is not None:
+                    log.progress(0, ret=f"{stats.returns[-1]:.1f}")
+            if log is not None:
+                log.progress(len(obs))
+        self.obs = obs
+        obs_norm.load_stats(obs_rms)
+        stats.acted += np.bincount(self.expert_buf.ravel(), minlength=self.policy.n_experts)
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        """Flat tensors for :meth:`PPO.update`: log pi_old, V, truncation bootstraps (r += gamma V(s_final),
+        as SB3) and GAE advantages and returns."""
+        agent, ppo, device = self.agent, self.agent.cfg.ppo, self.device
+        as_tensor = functools.partial(torch.as_tensor, device=device)
+        T, n, obs_dim = self.obs_buf.shape
+        data = {"obs": as_tensor(self.obs_buf).reshape(T * n, obs_dim),
+                "actions": as_tensor(self.act_buf).reshape(T * n, -1),
+                "experts": as_tensor(self.expert_buf).reshape(-1)}
+        rewards = self.rewards.copy()
+        with torch.inference_mode():
+            data["logp"] = agent.log_prob(self.policy.distribution(data["obs"]), data["actions"], data["experts"])
+            data["values"] = agent.values(data["obs"])
+            last_values = agent.values(as_tensor(self.policy.obs_norm.numpy(self.obs, self.obs_rms))).cpu().numpy()
+            if self.cuts:
+                final_values = agent.values(as_tensor(np.stack([c[2] for c in self.cuts]))).cpu().numpy()
+                for (t, i, _), v in zip(self.cuts, final_values):
+                    rewards[t, i] += ppo.gamma * v
+        values = data["values"].cpu().numpy().reshape(T, n)
+        advantages, returns = compute_gae(rewards, values, self.dones, last_values, ppo.gamma, ppo.gae_lambda)
+        data["advantages"] = as_tensor(advantages).reshape(-1)
+        data["returns"] = as_tensor(returns).reshape(-1)
+        return {key: value.clone() for key, value in data.items()}  # out of inference mode, for autograd
+
+
 # --- the training loop ------------------------------------------------------------------------------------------
 
 def train(cfg: Config, ctx: RunContext) -> dict:
@@ -175,7 +252,7 @@ def train(cfg: Config, ctx: RunContext) -> dict:
     obs_space, act_space = eval_env.observation_space, eval_env.unwrapped.action_space
     obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
     agent = PPO(cfg, obs_dim, act_dim, device)
-    policy, obs_norm = agent.policy, agent.policy.obs_norm
+    policy = agent.policy
     reward_norm = RewardNormalizer(n_envs, ppo.gamma, ppo.clip_reward) if ppo.norm_reward else None
     meta = {"algo": "ppo", "env_id": cfg.env, "config": to_dict(cfg),
             "observation_space": checkpoint.describe_box(obs_space), "action_space": checkpoint.describe_box(act_space)}
@@ -208,58 +285,16 @@ def train(cfg: Config, ctx: RunContext) -> dict:
     log = RunLogger(ctx.run_dir, resume_step=step if ctx.resume else None, total_steps=cfg.steps,
                     progress=ctx.progress)
     rec = Recorder(log, stats, step)
-    T = ppo.n_steps
-    obs_buf = np.zeros((T, n_envs, obs_dim), dtype=np.float32)  # normalised, as the update sees them
-    act_buf = np.zeros((T, n_envs, act_dim), dtype=np.float32)  # unclipped samples
-    expert_buf = np.zeros((T, n_envs), dtype=np.int64)
-    rewards = np.zeros((T, n_envs), dtype=np.float32)
-    dones = np.zeros((T, n_envs), dtype=np.float32)
-    as_tensor = functools.partial(torch.as_tensor, device=device)
+    rollouts = Rollouts(envs, agent, ppo.n_steps, reward_norm)
+    rollouts.obs = obs
 
     try:
         while step < cfg.steps:
             iteration = step // rollout_size
             lr = ppo.learning_rate * (1.0 - iteration / total_iterations) if ppo.anneal_lr else ppo.learning_rate
-            # --- rollout: per step only the action; log pi_old and V come batched afterwards (same policy)
-            obs_rms = obs_norm.running_stats()
-            cuts = []  # (t, env, normalised final observation) of time-limit truncations
-            for t in range(T):
-                if obs_rms is not None:
-                    obs_rms.update(obs)
-                obs_buf[t] = x = obs_norm.numpy(obs, obs_rms)
-                with torch.inference_mode():
-                    action, k = policy.sample(as_tensor(x))
-                act_buf[t], expert_buf[t] = action.cpu().numpy(), k.cpu().numpy()
-                obs, reward, terminated, truncated, info = envs.step(np.clip(act_buf[t], -1.0, 1.0))
-                dones[t] = done = terminated | truncated
-                rewards[t] = reward_norm(reward, done) if reward_norm is not None else reward
-                for i in np.flatnonzero(truncated & ~terminated):
-                    cuts.append((t, i, obs_norm.numpy(info["final_obs"][i], obs_rms)))
-                if done.any():
-                    ep = info["final_info"]["episode"]
-                    for i in np.flatnonzero(info["final_info"]["_episode"]):
-                        stats.add(ep["r"][i], ep["l"][i])
-                    log.progress(0, ret=f"{stats.returns[-1]:.1f}")
-                log.progress(n_envs)
+            rollouts.collect(stats, log)
             step += rollout_size
-            obs_norm.load_stats(obs_rms)
-            stats.acted += np.bincount(expert_buf.ravel(), minlength=policy.n_experts)
-            # --- log pi_old, V, truncation bootstraps (r += gamma V(s_final), as SB3), GAE
-            data = {"obs": as_tensor(obs_buf).reshape(-1, obs_dim), "actions": as_tensor(act_buf).reshape(-1, act_dim),
-                    "experts": as_tensor(expert_buf).reshape(-1)}
-            with torch.inference_mode():
-                data["logp"] = agent.log_prob(policy.distribution(data["obs"]), data["actions"], data["experts"])
-                data["values"] = agent.values(data["obs"])
-                last_values = agent.values(as_tensor(obs_norm.numpy(obs, obs_rms))).cpu().numpy()
-                if cuts:
-                    final_values = agent.values(as_tensor(np.stack([c[2] for c in cuts]))).cpu().numpy()
-                    for (t, i, _), v in zip(cuts, final_values):
-                        rewards[t, i] += ppo.gamma * v
-            values = data["values"].cpu().numpy().reshape(T, n_envs)
-            advantages, returns = compute_gae(rewards, values, dones, last_values, ppo.gamma, ppo.gae_lambda)
-            data["advantages"] = as_tensor(advantages).reshape(-1)
-            data["returns"] = as_tensor(returns).reshape(-1)
-            data = {key: value.clone() for key, value in data.items()}  # out of inference mode, for autograd
+            data = rollouts.batch()
             metrics = agent.update(data, lr)
             metrics.update(learning_rate=torch.tensor(lr), clip_range=torch.tensor(ppo.clip_range))
 

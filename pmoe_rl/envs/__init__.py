@@ -50,15 +50,15 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     return env
 
 
-def make_vec_env(env_id: str, n_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
+def make_vec_env(env_id: str, n_envs: int, mode: str = "sync", **kwargs) -> gym.vector.VectorEnv:
     """``n_envs`` copies of :func:`make_env` in one process (``sync``) or one subprocess each (``async``).
 
     Autoreset is ``SAME_STEP`` (as SB3's VecEnvs): the step that ends an episode already returns the next
     episode's first observation, with the true final observation in ``info["final_obs"]`` and the episode
     statistics in ``info["final_info"]["episode"]``, so a truncated episode can bootstrap from it.
-    Seed with ``reset(seed=s)`` (env i gets s + i).
+    Seed with ``reset(seed=s)`` (env i gets s + i). ``kwargs`` go to ``gym.make``.
     """
-    make = [functools.partial(make_env, env_id) for _ in range(n_envs)]
+    make = [functools.partial(make_env, env_id, **kwargs) for _ in range(n_envs)]
     cls = gym.vector.AsyncVectorEnv if mode == "async" else gym.vector.SyncVectorEnv
     return cls(make, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
