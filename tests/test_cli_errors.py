@@ -52,6 +52,10 @@ def trained_run(tmp_path_factory):
     (["--env", "Hopper-v5", "--set", "novalue"], ["--set expects KEY=VALUE"]),
     (["--env", "Hopper-v5", "--config", "/nonexistent/cfg.yaml"], ["config file not found"]),
     (["--env", "Hopper-v5", "--device", "tpu"], ["unknown device 'tpu'"]),
+    (["--env", "Hopper-v5", "--num-envs", "4"], ["SAC collects with one environment", "--algo ppo"]),
+    (["--env", "Hopper-v5", "--algo", "ppo", "--num-envs", "0"], ["num_envs must be > 0"]),
+    (["--env", "Hopper-v5", "--algo", "ppo", "--vec-env", "threads"], ["invalid choice: 'threads'"]),
+    (["--env", "Hopper-v5", "--algo", "ppo", "--set", "ppo.clip_range=-0.2"], ["ppo.clip_range must be > 0"]),
     (["--env", "CartPole-v1", "--run-dir", "{tmp}/cp"], ["Discrete action space"]),
     ([], ["no environment given"]),
 ])
