@@ -1,8 +1,8 @@
 """pmoe-rl: mixture-of-experts (PMOE) policies for deep reinforcement learning in PyTorch."""
 
-from pmoe_rl.buffers import Batch, ReplayBuffer
-from pmoe_rl.config import Config, NetConfig, SACConfig
-from pmoe_rl.envs import make_env
+from pmoe_rl.buffers import Batch, ReplayBuffer, compute_gae
+from pmoe_rl.config import Config, NetConfig, PPOConfig, SACConfig
+from pmoe_rl.envs import make_env, make_vec_env
 from pmoe_rl.errors import (
     CheckpointError,
     ConfigError,
@@ -13,14 +13,16 @@ from pmoe_rl.errors import (
 )
 from pmoe_rl.estimators import ESTIMATORS, best_expert, gate_loss, pmoe
 from pmoe_rl.evaluation import EvalResult, evaluate_policy
-from pmoe_rl.mixture import SquashedMixture
+from pmoe_rl.mixture import GaussianMixture, SquashedMixture
 from pmoe_rl.nets import EnsembleMLP, TwinQ
-from pmoe_rl.policies import MixturePolicy
+from pmoe_rl.normalization import ObsNormalizer, RewardNormalizer, RunningMeanStd
+from pmoe_rl.policies import MixturePolicy, PPOPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Batch", "ReplayBuffer", "Config", "NetConfig", "SACConfig", "make_env", "CheckpointError", "ConfigError",
     "DeviceError", "EnvError", "PmoeError", "RunDirError", "ESTIMATORS", "best_expert", "gate_loss", "pmoe",
-    "EvalResult", "evaluate_policy", "SquashedMixture", "EnsembleMLP", "TwinQ", "MixturePolicy",
+    "EvalResult", "evaluate_policy", "SquashedMixture", "EnsembleMLP", "TwinQ", "MixturePolicy", "compute_gae",
+    "PPOConfig", "make_vec_env", "GaussianMixture", "ObsNormalizer", "RewardNormalizer", "RunningMeanStd", "PPOPolicy",
 ]
