@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pmoe_rl.config import SACConfig
-from pmoe_rl.mixture import SquashedMixture, gather_expert
+from pmoe_rl.mixture import SquashedMixture, gather_expert, squashed_sample
 
 # q_fn(obs (B, D), act (B, A) or (B, K, A)) -> min_i Q_i, shape (B,) or (B, K)
 QFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -65,3 +65,26 @@ def pmoe(dist: SquashedMixture, u: torch.Tensor, logp: torch.Tensor, k_star: tor
 
 
 ESTIMATORS = {"pmoe": pmoe}
+
+
+# --- the other log-densities of a PMOE-SAC update, shared by the native agent and pmoe_rl.sb3.PMOESAC ----------
+
+@torch.no_grad()
+def temperature_log_prob(dist: SquashedMixture, u: torch.Tensor, logp: torch.Tensor, k_star: torch.Tensor,
+                         kind: str) -> torch.Tensor:
+    """log pi of the action in the temperature loss (reference §2.7): expert k*'s own (``best``, official)
+    or the mixture's density of it (``mixture``). (B,)"""
+    if kind == "best":
+        return gather_expert(logp, k_star)
+    return dist.mixture_log_prob(gather_expert(u, k_star))
+
+
+@torch.no_grad()
+def next_action(next_dist: SquashedMixture, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic target's a' and log pi(a'|s') (reference §3): k' ~ Cat(w(s')), a' = tanh(u') from expert k'
+    (an exact mixture sample), with expert k''s log-density (``component``, official) or the mixture's."""
+    k_next = next_dist.sample_expert()
+    u, logp = squashed_sample(gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next))
+    if kind == "mixture":
+        logp = next_dist.mixture_log_prob(u)
+    return torch.tanh(u), logp

@@ -27,12 +27,12 @@ class MixturePolicy(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, n_experts: int = 4, hidden: list[int] = (256, 256),
                  log_std_min: float = -20.0, log_std_max: float = 2.0, gate_input: str = "detached_latent",
-                 eval_expert: str = "sample"):
+                 eval_expert: str = "sample", activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts = obs_dim, act_dim, n_experts
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.gate_input, self.eval_expert = gate_input, eval_expert
-        self.trunk = mlp(obs_dim, list(hidden))
+        self.trunk = mlp(obs_dim, list(hidden), activation=activation)
         latent = hidden[-1]
         self.mean_head = nn.Linear(latent, n_experts * act_dim)
         self.log_std_head = nn.Linear(latent, n_experts * act_dim)

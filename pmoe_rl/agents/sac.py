@@ -29,10 +29,10 @@ from pmoe_rl.agents.base import EpisodeStats, Recorder, RunContext
 from pmoe_rl.buffers import Batch, ReplayBuffer
 from pmoe_rl.config import Config, to_dict
 from pmoe_rl.envs import make_env, seed_everything
-from pmoe_rl.estimators import ESTIMATORS, best_expert
+from pmoe_rl.estimators import ESTIMATORS, best_expert, next_action, temperature_log_prob
 from pmoe_rl.evaluation import eval_seed
 from pmoe_rl.logger import RunLogger
-from pmoe_rl.mixture import gather_expert, squashed_sample
+from pmoe_rl.mixture import gather_expert
 from pmoe_rl.nets import TwinQ
 from pmoe_rl.policies import build_policy
 
@@ -67,13 +67,8 @@ class SAC:
         """y = r_scale r + (1 - terminated) gamma [min_i Qbar_i(s', a') - alpha log pi(a'|s')] (reference §3):
         k' ~ Cat(w(s')), a' from expert k' (an exact mixture sample), its component log-prob by default."""
         sac = self.cfg.sac
-        next_dist = self.policy(batch.next_obs)
-        k_next = next_dist.sample_expert()
-        mean, log_std = gather_expert(next_dist.mean, k_next), gather_expert(next_dist.log_std, k_next)
-        next_u, next_logp = squashed_sample(mean, log_std)
-        if sac.target_logp == "mixture":
-            next_logp = next_dist.mixture_log_prob(next_u)
-        next_q = self.critic_target(batch.next_obs, torch.tanh(next_u)).min(0).values - alpha * next_logp
+        next_a, next_logp = next_action(self.policy(batch.next_obs), sac.target_logp)
+        next_q = self.critic_target(batch.next_obs, next_a).min(0).values - alpha * next_logp
         return sac.reward_scale * batch.rewards + (1.0 - batch.terminated) * sac.gamma * next_q
 
     def update(self, batch: Batch, with_metrics: bool = False) -> dict[str, torch.Tensor]:
@@ -90,8 +85,7 @@ class SAC:
         alpha_loss = None
         if self.learn_alpha:
             with torch.no_grad():
-                u_star = gather_expert(u, k_star)
-                logp_a = gather_expert(logp, k_star) if sac.alpha_logp == "best" else dist.mixture_log_prob(u_star)
+                logp_a = temperature_log_prob(dist, u, logp, k_star, sac.alpha_logp)
                 # L_alpha is linear in log alpha, so its gradient -mean(log pi + H_target) is written out
                 grad = -(logp_a + self.target_entropy).mean()
                 alpha_loss = self.log_alpha * grad

@@ -1,0 +1,138 @@
+"""Open a checkpoint written by ``python -m pmoe_rl.train`` as a stable-baselines3 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from torch import nn
+
+from pmoe_rl import checkpoint
+from pmoe_rl.config import Config, from_dict
+from pmoe_rl.envs import make_env
+from pmoe_rl.errors import CheckpointError
+from pmoe_rl.sb3.pmoe_ppo import PMOEPPO
+from pmoe_rl.sb3.pmoe_sac import PMOESAC
+from pmoe_rl.sb3.policies import MixtureActorCriticPolicy, ObsNormalizerExtractor
+
+
+def from_checkpoint(path: str | Path, env=None, device: str | torch.device = "cpu", **kwargs) -> BaseAlgorithm:
+    """The SB3 model equivalent to a native checkpoint: ``PMOESAC`` for SAC runs, ``PMOEPPO`` for PMOE-PPO
+    runs, stock ``PPO`` with :class:`MixtureActorCriticPolicy` for Gaussian (or gate-loss-free) PPO runs.
+
+    The weights are copied exactly, so the model's ``predict(obs, deterministic=True)`` gives the native
+    policy's actions (with the same torch seed when the expert is drawn from the gate, pmoe-rl's default).
+    The hyperparameters are the run's, mapped onto SB3's arguments; ``kwargs`` override them.
+
+    ``env`` defaults to ``pmoe_rl.envs.make_env(run's env id)``: actions rescaled to [-1, 1], the space the
+    policy was trained in. A PPO run's observation statistics are frozen inside the policy
+    (:class:`ObsNormalizerExtractor`), so ``predict`` takes raw observations; its reward normalisation is
+    training state and is not carried over (wrap the env in ``VecNormalize(norm_obs=False)`` to continue with
+    one). Save the result with ``model.save(...)`` to get an ordinary SB3 zip.
+    """
+    ckpt = checkpoint.load(path, device="cpu")
+    cfg = from_dict(ckpt.meta["config"])
+    env = env if env is not None else make_env(cfg.env)
+    obs_shape = tuple(ckpt.meta["observation_space"]["shape"])
+    if env.observation_space.shape != obs_shape:
+        raise CheckpointError(f"the env's observations have shape {env.observation_space.shape}, the checkpoint's "
+                              f"{obs_shape}")
+    space = env.action_space
+    if space.shape != tuple(ckpt.meta["action_space"]["shape"]) or not (np.all(space.low == -1) and
+                                                                         np.all(space.high == 1)):
+        raise CheckpointError(f"pmoe-rl policies act in [-1, 1]^{ckpt.meta['action_space']['shape']}; the env's "
+                              f"action space is {space}: pass env=None or wrap the env in "
+                              "gymnasium.wrappers.RescaleAction(env, -1, 1)")
+    build = _sac if ckpt.meta["algo"] == "sac" else _ppo
+    model = build(cfg, env, device, kwargs)
+    try:
+        _load(model, ckpt.weights, cfg)
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not match the SB3 model: {exc}") from None
+    return model
+
+
+def _sac(cfg: Config, env, device, overrides: dict) -> PMOESAC:
+    sac, net = cfg.sac, cfg.net
+    if sac.reward_scale != 1.0:
+        raise CheckpointError(f"the run used sac.reward_scale={sac.reward_scale}; SB3's SAC has no reward scale")
+    ent_coef = f"auto_{sac.init_alpha}" if sac.ent_coef == "auto" else float(sac.ent_coef)
+    target_entropy = "auto" if sac.target_entropy == "auto" else float(sac.target_entropy)
+    args = dict(learning_rate=sac.actor_lr, buffer_size=sac.buffer_size, learning_starts=sac.learning_starts,
+                batch_size=sac.batch_size, tau=sac.tau, gamma=sac.gamma, train_freq=sac.train_freq,
+                gradient_steps=sac.gradient_steps, ent_coef=ent_coef, target_update_interval=sac.target_update_interval,
+                target_entropy=target_entropy, expert_update=sac.expert_update, gate_loss=sac.gate_loss,
+                gate_loss_weight=sac.gate_loss_weight, target_logp=sac.target_logp, alpha_logp=sac.alpha_logp,
+                seed=cfg.seed, device=device,
+                policy_kwargs=dict(net_arch=dict(pi=net.hidden, qf=sac.critic_hidden), n_experts=cfg.n_experts,
+                                   gate_input=net.gate_input, eval_expert=net.eval_expert,
+                                   log_std_min=net.log_std_min, log_std_max=net.log_std_max))
+    args.update(overrides)
+    return PMOESAC("MlpPolicy", env, **args)
+
+
+def _ppo(cfg: Config, env, device, overrides: dict) -> PPO:
+    ppo = cfg.ppo
+    pmoe = cfg.policy == "pmoe" and cfg.n_experts > 1
+    policy_kwargs = dict(n_experts=cfg.n_experts, eval_expert=cfg.net.eval_expert,
+                         net_arch=dict(pi=ppo.hidden, vf=ppo.value_hidden),
+                         activation_fn=nn.Tanh if ppo.activation == "tanh" else nn.ReLU,
+                         log_std_init=ppo.log_std_init, optimizer_kwargs=dict(eps=ppo.adam_eps))
+    if ppo.norm_obs:
+        policy_kwargs.update(features_extractor_class=ObsNormalizerExtractor,
+                             features_extractor_kwargs=dict(clip=ppo.clip_obs))
+    # SB3 clips the value prediction without taking the max with the unclipped loss; the closest is no clipping
+    args = dict(learning_rate=ppo.learning_rate, n_steps=ppo.n_steps, batch_size=ppo.batch_size,
+                n_epochs=ppo.n_epochs, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip_range,
+                normalize_advantage=ppo.normalize_advantage, ent_coef=ppo.ent_coef, vf_coef=ppo.vf_coef,
+                max_grad_norm=ppo.max_grad_norm, target_kl=ppo.target_kl, seed=cfg.seed, device=device,
+                policy_kwargs=policy_kwargs)
+    if pmoe:
+        policy_kwargs["q_net_arch"] = ppo.q_hidden
+        args.update(q_coef=ppo.q_coef, gate_loss=ppo.gate_loss, gate_loss_weight=ppo.gate_loss_weight)
+    args.update(overrides)
+    return (PMOEPPO if pmoe else PPO)(MixtureActorCriticPolicy, env, **args)
+
+
+@torch.no_grad()
+def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -> None:
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
+
+    policy = model.policy
+    if isinstance(model, PMOESAC):
+        policy.actor.mixture.load_state_dict(part("policy"))
+        for name, critic in (("critic", policy.critic), ("critic_target", policy.critic_target)):
+            w = part(name)  # pmoe_rl.nets.TwinQ: stacked (n, in, out) weights and (n, 1, out) biases
+            for i, q_net in enumerate(critic.q_networks):
+                layers = [m for m in q_net if isinstance(m, nn.Linear)]
+                for j, layer in enumerate(layers):
+                    layer.weight.copy_(w[f"net.weights.{j}"][i].T)
+                    layer.bias.copy_(w[f"net.biases.{j}"][i, 0])
+        model.log_ent_coef.copy_(weights["log_alpha"].reshape(model.log_ent_coef.shape))
+        return
+
+    # native nn.Sequential MLPs (Linear at even indices) -> SB3's mlp_extractor layers + output layer
+    def linears(*modules: nn.Module) -> list[nn.Linear]:
+        return [m for module in modules for m in module.modules() if isinstance(m, nn.Linear)]
+
+    native = part("policy")
+    groups = [("policy.mean_net", linears(policy.mlp_extractor.policy_net, policy.action_net)),
+              ("value", linears(policy.mlp_extractor.value_net, policy.value_net))]
+    if policy.q_net is not None:
+        groups.append(("q", linears(policy.q_net)))
+    for prefix, layers in groups:
+        for i, layer in enumerate(layers):
+            layer.weight.copy_(weights[f"{prefix}.{2 * i}.weight"])
+            layer.bias.copy_(weights[f"{prefix}.{2 * i}.bias"])
+    policy.log_std.copy_(native["log_std"])
+    if policy.gate is not None:
+        policy.gate.weight.copy_(native["gate.weight"])
+        policy.gate.bias.copy_(native["gate.bias"])
+    if cfg.ppo.norm_obs:
+        for extractor in {policy.pi_features_extractor, policy.vf_features_extractor}:
+            for key in ("mean", "var", "count"):
+                getattr(extractor.norm, key).copy_(native[f"obs_norm.{key}"])
