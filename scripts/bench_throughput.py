@@ -1,7 +1,8 @@
 """Environment steps per second of pmoe-rl and SB3, side by side in one invocation.
 
-``--algo sac``: pmoe-rl SAC (K=1 and K=4) against SB3 SAC with SB3's SAC defaults ([256, 256] nets,
-batch 256, lr 3e-4, buffer 1e6, train_freq 1, gradient_steps 1, auto entropy, uniform random warm-up).
+``--algo sac``: pmoe-rl SAC (K=1 and K=4) and the SB3 bridge's ``PMOESAC`` (K=4) against SB3 SAC, all
+with SB3's SAC defaults ([256, 256] nets, batch 256, lr 3e-4, buffer 1e6, train_freq 1, gradient_steps 1,
+auto entropy, uniform random warm-up).
 Each contestant runs ``--learning-starts`` warm-up steps, then ``--steps`` steps with one update each;
 the rate is over the training steps only.
 
@@ -34,12 +35,15 @@ from pathlib import Path
 import torch
 
 
-def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int) -> float:
+def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, pmoe: bool = False) -> float:
     from stable_baselines3 import SAC
     from stable_baselines3.common.env_util import make_vec_env
 
+    from pmoe_rl.sb3 import PMOESAC
+
     env = make_vec_env(env_id, n_envs=1, seed=seed)
-    model = SAC("MlpPolicy", env, learning_starts=learning_starts, seed=seed, device="cpu", verbose=0)
+    algo = PMOESAC if pmoe else SAC
+    model = algo("MlpPolicy", env, learning_starts=learning_starts, seed=seed, device="cpu", verbose=0)
     model.learn(learning_starts)
     t0 = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)
@@ -130,16 +134,17 @@ def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: 
 
 
 CONTESTANTS = {
-    "sac": {"sb3": "SB3 SAC", "k1": "pmoe-rl SAC, Gaussian (K=1)", "k4": "pmoe-rl SAC, PMOE (K=4)"},
+    "sac": {"sb3": "SB3 SAC", "k1": "pmoe-rl SAC, Gaussian (K=1)", "k4": "pmoe-rl SAC, PMOE (K=4)",
+            "sb3-pmoe": "pmoe_rl.sb3.PMOESAC (K=4) in SB3"},
     "ppo": {"sb3": "SB3 PPO", "k1": "pmoe-rl PPO, Gaussian (K=1)", "k5": "pmoe-rl PMOE-PPO (K=5)"},
 }
 
 
 def worker(args) -> None:
-    if args.worker == "sb3":
+    if args.worker.startswith("sb3"):
         torch.set_num_threads(args.threads)
         if args.algo == "sac":
-            rate = run_sb3(args.env, args.steps, args.learning_starts, args.seed)
+            rate = run_sb3(args.env, args.steps, args.learning_starts, args.seed, pmoe=args.worker == "sb3-pmoe")
         else:
             rate = run_sb3_ppo(args.env, args.steps, args.seed)
     else:

@@ -47,8 +47,9 @@ def test_train_save_load_predict_identically(make, tmp_path):
     model.save(path)
     loaded = type(model).load(path)  # SB3 >= 2.8 loads the tensors with weights_only=True
     assert type(loaded.policy) is type(model.policy)
+    saved, original = loaded.policy._get_constructor_parameters(), model.policy._get_constructor_parameters()
     for key in ("n_experts", "eval_expert", "q_net_arch", "gate_input"):
-        assert loaded.policy._get_constructor_parameters().get(key) == model.policy._get_constructor_parameters().get(key)
+        assert saved.get(key) == original.get(key), key
     for key in ("expert_update", "gate_loss", "gate_loss_weight", "target_logp", "alpha_logp", "q_coef"):
         assert getattr(loaded, key, None) == getattr(model, key, None), key
     obs = observations(model)
@@ -162,3 +163,22 @@ def test_from_checkpoint_refuses_an_env_with_other_action_bounds(tmp_path):
     with pytest.raises(CheckpointError, match=r"act in \[-1, 1\].*RescaleAction"):
         from_checkpoint(run, env=gym.make("Pendulum-v1"))
     assert isinstance(from_checkpoint(run), PPO)  # the default env is pmoe-rl's, rescaled
+
+
+def test_the_sb3_user_example_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    assert cli_main(train.main, ["--env", "Pendulum-v1", "--steps", "300", "--set", "net.hidden=[32,32]",
+                                 "--set", "sac.learning_starts=100", "--eval-every", "0", "--run-dir", str(run),
+                                 "--no-progress"]) == 0
+    script = Path(__file__).resolve().parent.parent / "examples" / "sb3_user.py"
+    proc = subprocess.run([sys.executable, str(script), "--steps", "600", "--out", str(tmp_path / "models"),
+                           "--checkpoint", str(run)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("pmoe_sac", "sac_mixture_policy", "ppo_mixture_policy", "a2c_mixture_policy", "pmoe_ppo",
+                 "from_checkpoint"):
+        assert (tmp_path / "models" / f"{name}.zip").is_file(), name
+    assert "as PMOESAC: return" in proc.stdout
