@@ -20,7 +20,8 @@ import yaml
 from pmoe_rl.errors import ConfigError
 
 ALGOS = ("sac", "ppo")
-POLICIES = ("pmoe", "gaussian")
+POLICIES = ("pmoe", "gaussian", "moe", "mcp")
+ESTIMATOR_NAMES = ("pmoe", "gumbel", "score", "mrp")
 
 
 @dataclass
@@ -65,6 +66,10 @@ class SACConfig:
     gate_loss_weight: float = 1.0
     target_logp: str = "component"  # critic target log-prob: component (of k' ~ Cat(w)) | mixture
     alpha_logp: str = "best"  # temperature loss log-prob: best (expert k*) | mixture
+    # baseline estimators (--estimator; reference §9, whose settings the paper does not give)
+    gumbel_tau: float = 1.0  # Gumbel-Softmax temperature
+    gumbel_hard: bool = False  # straight-through one-hot in the forward pass
+    score_baseline: str = "experts"  # experts (sum_k w_k f(a_k)) | batch (batch mean) | none
 
 
 @dataclass
@@ -112,7 +117,10 @@ class PPOConfig:
 class Config:
     env: str = ""
     algo: str = "sac"
+    # pmoe: Gaussian mixture (its actor loss set by `estimator`); gaussian: one Gaussian; moe: gated
+    # mixture-of-experts head (Jacobs et al. 1991); mcp: multiplicative compositional policy (Peng et al. 2019)
     policy: str = "pmoe"
+    estimator: str = "pmoe"  # actor-loss estimator of a mixture policy with SAC: pmoe | gumbel | score | mrp
     experts: Union[int, None] = None  # None: 1 for gaussian; pmoe: 4 with SAC (official code), 5 with PPO (§8)
     seed: int = 0
     steps: int = 1_000_000
@@ -266,6 +274,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("no environment given: pass --env ENV_ID (for example --env Hopper-v5)")
     _choice("algorithm", cfg.algo, ALGOS)
     _choice("policy", cfg.policy, POLICIES)
+    _choice("estimator", cfg.estimator, ESTIMATOR_NAMES)
+    if cfg.estimator != "pmoe" and (cfg.algo != "sac" or cfg.policy != "pmoe"):
+        raise ConfigError(f"--estimator {cfg.estimator} trains a mixture policy with SAC (--algo sac --policy pmoe)")
+    if cfg.policy in ("moe", "mcp") and cfg.algo != "sac":
+        raise ConfigError(f"--policy {cfg.policy} is a SAC policy head; use --algo sac")
+    if cfg.policy in ("moe", "mcp") and cfg.n_experts < 2:
+        raise ConfigError(f"--policy {cfg.policy} composes at least 2 primitives; got --experts {cfg.n_experts}")
     if cfg.experts is not None and cfg.experts < 1:
         raise ConfigError(f"the number of experts must be >= 1, got {cfg.experts}")
     if cfg.policy == "gaussian" and cfg.n_experts != 1:
@@ -309,6 +324,8 @@ def validate(cfg: Config) -> Config:
     _choice("sac.gate_loss", sac.gate_loss, ("mse", "ce"))
     _choice("sac.target_logp", sac.target_logp, ("component", "mixture"))
     _choice("sac.alpha_logp", sac.alpha_logp, ("best", "mixture"))
+    _positive("sac.gumbel_tau", sac.gumbel_tau)
+    _choice("sac.score_baseline", sac.score_baseline, ("experts", "batch", "none"))
 
     _positive("num_envs", cfg.num_envs)
     _choice("vec_env", cfg.vec_env, ("sync", "async"))

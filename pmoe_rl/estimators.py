@@ -3,7 +3,8 @@
 An estimator gets the policy's distribution on a batch of states, one reparameterised pre-squash sample
 per expert ``u`` (B, K, A) with the experts' own log-densities ``logp`` (B, K), a critic ``q_fn(obs, act)``
 returning min_i Q_i (gradients reach the action only), the temperature and the SAC config, and returns
-the actor loss and its parts as tensors (no host sync).
+the actor loss and its parts as tensors (no host sync). Only ``pmoe`` uses the best expert ``k_star``
+(None for the others); only ``pmoe`` has a separate gate loss (``gate_loss`` in its output).
 """
 
 from __future__ import annotations
@@ -64,7 +65,71 @@ def pmoe(dist: SquashedMixture, u: torch.Tensor, logp: torch.Tensor, k_star: tor
     return {"loss": policy_loss + cfg.gate_loss_weight * g_loss, "policy_loss": policy_loss, "gate_loss": g_loss}
 
 
-ESTIMATORS = {"pmoe": pmoe}
+def gumbel(dist: SquashedMixture, u: torch.Tensor, logp: torch.Tensor, k_star, obs: torch.Tensor, q_fn: QFn,
+           alpha: torch.Tensor, cfg: SACConfig) -> dict[str, torch.Tensor]:
+    """Gumbel-Softmax relaxation of the expert choice (Jang et al. 2017; reference §9 baseline).
+
+    y = softmax((log w + g) / tau), g_k ~ Gumbel(0, 1); the action mixes the experts' reparameterised samples
+    in pre-squash space, a = tanh(sum_k y_k u_k) (``gumbel_hard``: y is the one-hot of its argmax in the forward
+    pass with the soft gradient, straight-through, so a is exactly expert k's sample); the SAC loss uses the
+    mixture's log-density: L = mean_s[ alpha log pi(a|s) - Q(s, a) ]. Mixing before the squash keeps the
+    density exact without atanh. The gate learns through y and through log pi.
+    """
+    gumbels = -torch.empty_like(dist.log_w).exponential_().log()
+    y = torch.softmax((dist.log_w + gumbels) / cfg.gumbel_tau, dim=-1)
+    if cfg.gumbel_hard:
+        y = F.one_hot(y.argmax(-1), dist.n_experts).to(y.dtype) - y.detach() + y
+    u_mix = (y.unsqueeze(-1) * u).sum(1)
+    policy_loss = (alpha * dist.mixture_log_prob(u_mix) - q_fn(obs, torch.tanh(u_mix))).mean()
+    return {"loss": policy_loss, "policy_loss": policy_loss}
+
+
+def score(dist: SquashedMixture, u: torch.Tensor, logp: torch.Tensor, k_star, obs: torch.Tensor, q_fn: QFn,
+          alpha: torch.Tensor, cfg: SACConfig) -> dict[str, torch.Tensor]:
+    """Score-function (likelihood-ratio) gradient for the expert choice, reparameterised inside the chosen
+    expert (reference §9 baseline). With f(s, a) = Q(s, a) - alpha log pi(a|s) (mixture density) and
+    k ~ Cat(w(s)), a = a_k:
+
+        L = -mean_s[ f(s, a_k) + (f(s, a_k) - b(s)).detach() log w_k(s) ]
+
+    The first term is the pathwise gradient within expert k (and log pi's own dependence on w), the second
+    the score-function gradient of the choice. Baseline (``score_baseline``): ``experts`` b(s) = sum_j w_j
+    f(s, a_j) over every expert's sample (unbiased: the samples do not depend on k), ``batch`` the batch
+    mean of f, ``none``.
+    """
+    k = dist.sample_expert()
+    u_k = gather_expert(u, k)
+    f = q_fn(obs, torch.tanh(u_k)) - alpha * dist.mixture_log_prob(u_k)
+    with torch.no_grad():
+        if cfg.score_baseline == "experts":
+            f_all = q_fn(obs, torch.tanh(u)) - alpha * dist.mixture_log_prob(u)
+            baseline = (dist.weights * f_all).sum(-1)
+        elif cfg.score_baseline == "batch":
+            baseline = f.mean()
+        else:
+            baseline = torch.zeros_like(f)
+    score_term = (f.detach() - baseline) * gather_expert(dist.log_w, k)
+    policy_loss = -f.mean()
+    return {"loss": policy_loss - score_term.mean(), "policy_loss": policy_loss}
+
+
+def mrp(dist: SquashedMixture, u: torch.Tensor, logp: torch.Tensor, k_star, obs: torch.Tensor, q_fn: QFn,
+        alpha: torch.Tensor, cfg: SACConfig) -> dict[str, torch.Tensor]:
+    """Marginalised reparameterisation (reference §9, not in PMOE): the SAC objective written as an expectation
+    over the experts, E_pi[g] = sum_k w_k E_{pi_k}[g], with every expert's reparameterised sample and no
+    categorical sampling:
+
+        L = mean_s sum_k w_k(s) [ alpha log pi(a_k|s) - Q(s, a_k) ]     (pi: the mixture density)
+
+    Exact in expectation for the whole policy including the gate, at the cost of K differentiable critic
+    evaluations per state.
+    """
+    f = alpha * dist.mixture_log_prob(u) - q_fn(obs, torch.tanh(u))  # (B, K)
+    policy_loss = (dist.weights * f).sum(-1).mean()
+    return {"loss": policy_loss, "policy_loss": policy_loss}
+
+
+ESTIMATORS = {"pmoe": pmoe, "gumbel": gumbel, "score": score, "mrp": mrp}
 
 
 # --- the other log-densities of a PMOE-SAC update, shared by the native agent and pmoe_rl.sb3.PMOESAC ----------

@@ -131,3 +131,16 @@ def gather_expert(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Pick expert k[b] from x of shape (B, K, ...) -> (B, ...)."""
     index = k.view(-1, *([1] * (x.dim() - 1))).expand(-1, 1, *x.shape[2:])
     return x.gather(1, index).squeeze(1)
+
+
+def expert_separation(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """How distinguishable the experts are: the mean pairwise distance between expert means divided by the
+    experts' mean spread sqrt(sum_d sigma_kd^2), averaged over states (pre-squash; means, log-stds (B, K, A)).
+    About 0 when the experts coincide; > 2 when they are further apart than their own noise."""
+    k = mean.shape[-2]
+    if k < 2:
+        return torch.zeros((), device=mean.device, dtype=mean.dtype)
+    pairs = torch.cdist(mean, mean)  # (B, K, K)
+    mean_distance = pairs.sum((-1, -2)) / (k * (k - 1))
+    spread = log_std.exp().pow(2).sum(-1).sqrt().mean(-1)
+    return (mean_distance / spread).mean()

@@ -71,6 +71,52 @@ class MixturePolicy(nn.Module):
         return torch.tanh(u), k
 
 
+class CompositePolicy(MixturePolicy):
+    """A unimodal tanh-Gaussian composed from K Gaussian primitives (the MoE baselines of reference §9).
+
+    The trunk, the K primitives' mean and log-std heads and the gate are :class:`MixturePolicy`'s; the
+    action distribution is one Gaussian (so ``n_experts`` is 1 and SAC trains it by plain reparameterisation,
+    gate included):
+
+    - ``moe``, gated mixture of experts (Jacobs, Jordan, Nowlan, Hinton 1991, "Adaptive mixtures of local
+      experts"), mixed parameters: w = softmax(gate), mu = sum_k w_k mu_k, sigma = sum_k w_k sigma_k;
+    - ``mcp``, multiplicative compositional policy (Peng, Chang, Zhang, Abbeel, Levine, NeurIPS 2019, Eq. 2-4):
+      a weighted product of the primitives, per dimension 1/sigma^2 = sum_k w_k / sigma_k^2 and
+      mu = sigma^2 sum_k w_k mu_k / sigma_k^2, with w = sigmoid(gate) (weights in [0, 1], not normalised).
+
+    ``primitives(obs)`` returns the K means, log-stds and weights for analysis.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, n_primitives: int = 4, head: str = "moe", **kwargs):
+        if n_primitives < 2:
+            raise ValueError(f"a {head} head composes at least 2 primitives, got {n_primitives}")
+        super().__init__(obs_dim, act_dim, n_primitives, **kwargs)
+        self.head, self.n_primitives, self.n_experts = head, n_primitives, 1
+
+    def primitives(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.trunk(obs)
+        shape = (*obs.shape[:-1], self.n_primitives, self.act_dim)
+        mean = self.mean_head(h).view(shape)
+        log_std = self.log_std_head(h).view(shape).clamp(self.log_std_min, self.log_std_max)
+        logits = self.gate(obs if self.gate_input == "obs" else h.detach())
+        w = torch.softmax(logits, -1) if self.head == "moe" else torch.sigmoid(logits)
+        return mean, log_std, w
+
+    def forward(self, obs: torch.Tensor) -> SquashedMixture:
+        mean_k, log_std_k, w = self.primitives(obs)
+        w = w.unsqueeze(-1)
+        if self.head == "moe":
+            mean, std = (w * mean_k).sum(-2), (w * log_std_k.exp()).sum(-2)
+            log_std = std.log()
+        else:
+            precision = (w * torch.exp(-2.0 * log_std_k)).sum(-2)
+            log_std = -0.5 * precision.log()
+            mean = (w * mean_k * torch.exp(-2.0 * log_std_k)).sum(-2) / precision
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        zeros = torch.zeros((*obs.shape[:-1], 1), device=obs.device, dtype=obs.dtype)
+        return SquashedMixture(mean.unsqueeze(-2), log_std.unsqueeze(-2), zeros)
+
+
 class PPOPolicy(nn.Module):
     """pi(a|s) = sum_k w_k(s) N(a; mu_k(s), diag sigma_k^2), the environment acting on clip(a, -1, 1).
 
@@ -132,8 +178,11 @@ class PPOPolicy(nn.Module):
         return action.clamp(-1.0, 1.0), k
 
 
-def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | PPOPolicy:
+def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | CompositePolicy | PPOPolicy:
     net = cfg.net
+    if cfg.policy in ("moe", "mcp"):
+        return CompositePolicy(obs_dim, act_dim, cfg.n_experts, cfg.policy, hidden=net.hidden,
+                               log_std_min=net.log_std_min, log_std_max=net.log_std_max, gate_input=net.gate_input)
     if cfg.algo == "ppo":
         ppo = cfg.ppo
         return PPOPolicy(obs_dim, act_dim, cfg.n_experts, ppo.hidden, ppo.activation, ppo.log_std_init, ppo.norm_obs,

@@ -26,6 +26,7 @@ from pmoe_rl.agents.base import RunContext
 from pmoe_rl.cli import Parser, configure_cpu, resolve_device
 from pmoe_rl.config import (
     ALGOS,
+    ESTIMATOR_NAMES,
     POLICIES,
     Config,
     apply_dict,
@@ -40,8 +41,8 @@ from pmoe_rl.errors import ConfigError, RunDirError, cli_main
 
 # the named flags that set a top-level config key of the same name (None defaults: unset flags leave the
 # config alone)
-FLAGS = ("env", "algo", "policy", "experts", "steps", "seed", "device", "threads", "eval_every", "eval_episodes",
-         "checkpoint_every", "log_every", "stop_at_reward", "num_envs", "vec_env")
+FLAGS = ("env", "algo", "policy", "estimator", "experts", "steps", "seed", "device", "threads", "eval_every",
+         "eval_episodes", "checkpoint_every", "log_every", "stop_at_reward", "num_envs", "vec_env")
 # what may change when a run is resumed; everything else must match the saved config
 RESUMABLE = {"steps", "device", "threads", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
              "stop_at_reward", "vec_env"}
@@ -70,9 +71,13 @@ def build_parser() -> Parser:
                epilog=_hyperparameter_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", help="gymnasium id, e.g. Hopper-v5, HalfCheetah-v5, InvertedPendulum-v5 (required)")
     p.add_argument("--algo", choices=ALGOS, help=f"algorithm (default: {d.algo})")
-    p.add_argument("--policy", choices=POLICIES, help=f"pmoe: Gaussian mixture trained with the PMOE estimator "
-                   f"(PPO: mixture ratio + auxiliary Q and gate loss); gaussian: one Gaussian (plain SAC / PPO) "
-                   f"(default: {d.policy})")
+    p.add_argument("--policy", choices=POLICIES, help=f"pmoe: Gaussian mixture (SAC: trained by --estimator; "
+                   f"PPO: mixture ratio + auxiliary Q and gate loss); gaussian: one Gaussian (plain SAC / PPO); "
+                   f"moe / mcp (SAC): one Gaussian composed from K primitives by a gated mixture of experts / a "
+                   f"multiplicative compositional policy (default: {d.policy})")
+    p.add_argument("--estimator", choices=ESTIMATOR_NAMES, help=f"actor-loss estimator of a mixture policy with "
+                   f"SAC: pmoe (best expert + gate frequency loss), gumbel (Gumbel-Softmax), score (score "
+                   f"function), mrp (marginalised reparameterisation) (default: {d.estimator})")
     p.add_argument("--experts", type=int, metavar="K",
                    help="number of experts K (default: 1 for gaussian; pmoe: 4 with SAC, 5 with PPO)")
     p.add_argument("--steps", type=int, metavar="N", help=f"total environment steps (default: {d.steps})")
@@ -138,7 +143,8 @@ def _prepare_run_dir(args, cfg: Config) -> Path:
         run_dir = Path(args.run_dir)
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{cfg.env.replace('/', '-')}_{cfg.algo}_{cfg.policy}_s{cfg.seed}_{stamp}"
+        what = cfg.policy if cfg.estimator == "pmoe" else f"{cfg.policy}-{cfg.estimator}"
+        run_dir = Path("runs") / f"{cfg.env.replace('/', '-')}_{cfg.algo}_{what}_s{cfg.seed}_{stamp}"
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not args.overwrite:
             raise RunDirError(f"run directory {run_dir} already exists; pass --resume {run_dir} to continue it "

@@ -32,7 +32,7 @@ from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.estimators import ESTIMATORS, best_expert, next_action, temperature_log_prob
 from pmoe_rl.evaluation import eval_seed
 from pmoe_rl.logger import RunLogger
-from pmoe_rl.mixture import gather_expert
+from pmoe_rl.mixture import expert_separation
 from pmoe_rl.nets import TwinQ
 from pmoe_rl.policies import build_policy
 
@@ -53,7 +53,8 @@ class SAC:
         self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=sac.actor_lr, fused=True)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr, fused=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr, fused=True) if self.learn_alpha else None
-        self.estimator = ESTIMATORS["pmoe"]
+        self.estimator = ESTIMATORS[cfg.estimator]
+        self.pmoe = cfg.estimator == "pmoe"
         self.n_updates = 0
         self._params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
@@ -79,13 +80,16 @@ class SAC:
         # 1-2: every expert's reparameterised action, and the best expert under the current critic
         dist = self.policy(obs)
         u, logp = dist.rsample_with_log_prob()  # (B, K, A), (B, K)
-        k_star = best_expert(obs, torch.tanh(u.detach()), self.q_min)
+        k_star = best_expert(obs, torch.tanh(u.detach()), self.q_min) if self.pmoe else None
 
-        # 3: temperature
+        # 3: temperature (other estimators: the mixture density of an exact mixture sample, as SAC)
         alpha_loss = None
         if self.learn_alpha:
             with torch.no_grad():
-                logp_a = temperature_log_prob(dist, u, logp, k_star, sac.alpha_logp)
+                if self.pmoe:
+                    logp_a = temperature_log_prob(dist, u, logp, k_star, sac.alpha_logp)
+                else:
+                    logp_a = temperature_log_prob(dist, u, logp, dist.sample_expert(), "mixture")
                 # L_alpha is linear in log alpha, so its gradient -mean(log pi + H_target) is written out
                 grad = -(logp_a + self.target_entropy).mean()
                 alpha_loss = self.log_alpha * grad
@@ -116,14 +120,16 @@ class SAC:
         if not with_metrics:
             return {}
         metrics = {"critic_loss": critic_loss.detach(), "actor_loss": out["policy_loss"].detach(),
-                   "ent_coef": alpha, "entropy": -gather_expert(logp, k_star).detach().mean()}
+                   "ent_coef": alpha}
         if alpha_loss is not None:
             metrics["ent_coef_loss"] = alpha_loss.detach()
         if self.policy.n_experts > 1:
             w = dist.weights.detach()
-            metrics["gate_loss"] = out["gate_loss"].detach()
             metrics["gate_entropy"] = -(w * dist.log_w.detach()).sum(-1).mean()
-            metrics["best_expert_freq"] = F.one_hot(k_star, self.policy.n_experts).float().mean(0)
+            metrics["expert_separation"] = expert_separation(dist.mean.detach(), dist.log_std.detach())
+            if self.pmoe:
+                metrics["gate_loss"] = out["gate_loss"].detach()
+                metrics["best_expert_freq"] = F.one_hot(k_star, self.policy.n_experts).float().mean(0)
         return metrics
 
     # --- persistence -------------------------------------------------------------------------------------

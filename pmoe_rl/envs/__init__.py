@@ -1,4 +1,5 @@
-"""Environment creation: gymnasium MuJoCo v5 tasks and any continuous-action gymnasium id.
+"""Environment creation: gymnasium MuJoCo v5 tasks, the package's ``pmoe_rl/MultiGoal-v0`` and any
+continuous-action gymnasium id.
 
 ``make_env`` checks the id (suggesting close names), requires a Box action space, rescales actions to
 [-1, 1] (the policy's tanh range, like rlkit's ``NormalizedBoxEnv``), records episode statistics
@@ -15,7 +16,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from pmoe_rl.envs.multigoal import HORIZON as _MULTIGOAL_HORIZON
 from pmoe_rl.errors import EnvError
+
+# the package's own tasks
+if "pmoe_rl/MultiGoal-v0" not in gym.registry:
+    gym.register(id="pmoe_rl/MultiGoal-v0", entry_point="pmoe_rl.envs.multigoal:MultiGoalEnv",
+                 max_episode_steps=_MULTIGOAL_HORIZON)
 
 
 def check_env_id(env_id: str) -> None:
