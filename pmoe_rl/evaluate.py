@@ -2,7 +2,8 @@
 
 PATH is a run directory (its latest checkpoint), a checkpoint directory or a file in one. Runs N
 complete episodes (deterministic unless ``--stochastic``), prints mean +- std return and how often each
-expert acted; ``--json FILE`` writes the numbers, ``--video DIR`` records mp4s of the episodes.
+expert acted; ``--json FILE`` writes the numbers, ``--video DIR`` records mp4s of the episodes,
+``--analyze DIR`` writes expert-analysis plots and scores (see ``pmoe_rl.analysis``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--video", metavar="DIR", help="record the episodes as mp4 files in DIR")
+    p.add_argument("--analyze", metavar="DIR", help="write expert-analysis PNGs (usage over episodes, experts' "
+                   "actions in 2-D, MultiGoal trajectories coloured by expert) and analysis.json to DIR")
     args = p.parse_args(argv)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
@@ -81,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = from_dict(ckpt.meta["config"])
     env_id = args.env or ckpt.meta["env_id"]
     seed = eval_seed(cfg.seed) if args.seed is None else args.seed
+    for name, folder in (("video", args.video), ("analysis", args.analyze)):
+        if folder and Path(folder).exists() and (not Path(folder).is_dir() or any(Path(folder).iterdir())):
+            raise ConfigError(f"{name} directory {folder} is not empty; choose a new one (nothing is overwritten)")
     if args.video:
-        if Path(args.video).exists() and any(Path(args.video).iterdir()):
-            raise ConfigError(f"video directory {args.video} is not empty; choose a new one (nothing is overwritten)")
         env = _video_env(env_id, seed, Path(args.video))
     else:
         env = make_env(env_id, seed=seed)
@@ -104,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.json}")
     if args.video:
         print(f"videos in {args.video}")
+    if args.analyze:
+        from pmoe_rl.analysis import analyze
+
+        env = make_env(env_id)
+        try:
+            summary = analyze(policy, env, env_id, Path(args.analyze), args.episodes, seed, not args.stochastic)
+        finally:
+            env.close()
+        goals = f"; goals reached {summary['goals_reached']}" if "goals_reached" in summary else ""
+        print(f"expert separation {summary['expert_separation']:.2f}{goals}; plots in {args.analyze}")
     return 0
 
 

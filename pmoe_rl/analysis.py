@@ -1,0 +1,166 @@
+"""Expert analysis of a trained policy: which expert acts where, how far apart the experts are, and PNG plots.
+
+``python -m pmoe_rl.evaluate RUN --analyze DIR`` writes into DIR:
+
+- ``expert_usage.png``: for the first episodes, the acting expert at every step and the gate's weights;
+- ``expert_actions_pca.png``: every expert's mean action at the visited states, projected on the first two
+  principal components (all of them, pooled), coloured by expert;
+- ``multigoal_trajectories.png`` (``pmoe_rl/MultiGoal-v0`` only): the paths, each step coloured by the
+  expert that acted, over the task's cost landscape and goals;
+- ``analysis.json``: the expert separation score (:func:`pmoe_rl.mixture.expert_separation` over the
+  visited states), expert usage, and for MultiGoal the goals reached.
+
+Works for the SAC mixture (:class:`MixturePolicy`), the composed heads (:class:`CompositePolicy`: its
+primitives and their weights) and PPO's mixture (:class:`PPOPolicy`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pmoe_rl.checkpoint import write_text_atomic
+from pmoe_rl.mixture import SquashedMixture, expert_separation
+from pmoe_rl.policies import CompositePolicy
+
+
+@dataclass
+class Episode:
+    observations: list = field(default_factory=list)  # the states acted on
+    experts: list = field(default_factory=list)  # the expert that acted at each step
+    ret: float = 0.0
+    goal: int | None = None  # MultiGoal: the goal reached (-1: none)
+
+
+@torch.no_grad()
+def expert_params(policy, obs: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each expert's (or primitive's) mean action in the env's [-1, 1] space, its pre-squash mean and log-std,
+    and the gate weights: (B, K, A), (B, K, A), (B, K, A), (B, K) as NumPy arrays."""
+    if isinstance(policy, CompositePolicy):
+        mean, log_std, w = policy.primitives(obs)
+        action = torch.tanh(mean)
+    else:
+        dist = policy(obs)
+        mean, log_std, w = dist.mean, dist.log_std.expand_as(dist.mean), dist.weights
+        action = torch.tanh(mean) if isinstance(dist, SquashedMixture) else mean.clamp(-1.0, 1.0)
+    return action.numpy(), mean.numpy(), log_std.numpy(), w.numpy()
+
+
+def run_episodes(policy, env, n: int, seed: int, deterministic: bool) -> list[Episode]:
+    generator = torch.Generator().manual_seed(seed)
+    episodes = []
+    for i in range(n):
+        obs, _ = env.reset(seed=seed if i == 0 else None)
+        ep, done, info = Episode(), False, {}
+        while not done:
+            action, k = policy.act(torch.as_tensor(obs, dtype=torch.float32)[None], deterministic, generator)
+            ep.observations.append(np.asarray(obs, dtype=np.float32))
+            ep.experts.append(int(k))
+            obs, reward, terminated, truncated, info = env.step(action[0].numpy())
+            ep.ret += float(reward)
+            done = terminated or truncated
+        ep.observations.append(np.asarray(obs, dtype=np.float32))
+        ep.goal = info.get("goal")
+        episodes.append(ep)
+    return episodes
+
+
+def _colors(k: int):
+    import matplotlib
+
+    return matplotlib.colormaps["tab10"](np.arange(k) % 10)
+
+
+def plot_usage(policy, episodes: list[Episode], path: Path, n_show: int = 3) -> None:
+    import matplotlib.pyplot as plt
+
+    shown = episodes[:n_show]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.2 * len(shown)), squeeze=False)
+    for ax, ep in zip(axes[:, 0], shown):
+        obs = torch.as_tensor(np.stack(ep.observations[:-1]))
+        w = expert_params(policy, obs)[3]
+        k = w.shape[1]
+        colors = _colors(k)
+        ax.stackplot(np.arange(len(w)), w.T, colors=colors, alpha=0.35, labels=[f"w_{i}" for i in range(k)])
+        if not isinstance(policy, CompositePolicy):
+            ax.scatter(np.arange(len(ep.experts)), [1.02] * len(ep.experts), c=colors[ep.experts], s=6, marker="s")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("gate weight")
+        ax.set_title(f"return {ep.ret:.1f}; squares: the expert that acted", fontsize=9)
+    axes[-1, 0].set_xlabel("step")
+    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=min(k, 8))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_pca(policy, states: np.ndarray, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    actions = expert_params(policy, torch.as_tensor(states))[0]  # (B, K, A)
+    b, k, a = actions.shape
+    flat = actions.reshape(b * k, a)
+    centred = flat - flat.mean(0)
+    if a > 2:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        xy, labels = centred @ vt[:2].T, ("PC 1", "PC 2")
+    else:
+        xy, labels = np.pad(flat, ((0, 0), (0, 2 - a))), ("action 0", "action 1")
+    experts = np.tile(np.arange(k), b)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    colors = _colors(k)
+    for i in range(k):
+        ax.scatter(*xy[experts == i].T, s=5, alpha=0.5, color=colors[i], label=f"expert {i}")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title("experts' mean actions at visited states", fontsize=10)
+    ax.legend(fontsize=8, markerscale=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_multigoal(policy, episodes: list[Episode], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from pmoe_rl.envs.multigoal import draw_plane
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    draw_plane(ax)
+    k = max(policy.n_experts, 1)
+    colors = _colors(k)
+    for ep in episodes:
+        path_xy = np.stack(ep.observations)
+        ax.plot(path_xy[:, 0], path_xy[:, 1], color="0.6", lw=0.6)
+        ax.scatter(path_xy[1:, 0], path_xy[1:, 1], c=colors[ep.experts], s=8)
+    reached = sorted({ep.goal for ep in episodes if ep.goal is not None and ep.goal >= 0})
+    ax.set_title(f"{len(episodes)} episodes; goals reached: {reached}; colour = acting expert", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def analyze(policy, env, env_id: str, folder: Path, episodes: int, seed: int, deterministic: bool) -> dict:
+    """Run the episodes, write the plots and ``analysis.json`` into ``folder``; return the summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    eps = run_episodes(policy, env, episodes, seed, deterministic)
+    states = np.concatenate([np.stack(ep.observations[:-1]) for ep in eps])
+    _, mean, log_std, _ = expert_params(policy, torch.as_tensor(states))
+    summary = {"episodes": episodes, "deterministic": deterministic, "seed": seed,
+               "mean_return": float(np.mean([ep.ret for ep in eps])),
+               "expert_separation": float(expert_separation(torch.as_tensor(mean), torch.as_tensor(log_std))),
+               "expert_usage": (np.bincount(np.concatenate([ep.experts for ep in eps]),
+                                            minlength=policy.n_experts) / len(states)).tolist()}
+    plot_usage(policy, eps, folder / "expert_usage.png")
+    plot_pca(policy, states, folder / "expert_actions_pca.png")
+    if env_id == "pmoe_rl/MultiGoal-v0":
+        goals = [ep.goal for ep in eps]
+        summary["goals"] = goals
+        summary["goals_reached"] = sorted({g for g in goals if g >= 0})
+        plot_multigoal(policy, eps, folder / "multigoal_trajectories.png")
+    write_text_atomic(folder / "analysis.json", json.dumps(summary, indent=1))
+    return summary
