@@ -11,12 +11,12 @@ from pmoe_rl.errors import (
     PmoeError,
     RunDirError,
 )
-from pmoe_rl.estimators import ESTIMATORS, best_expert, gate_loss, pmoe
+from pmoe_rl.estimators import ESTIMATORS, best_expert, gate_loss, gumbel, mrp, pmoe, score
 from pmoe_rl.evaluation import EvalResult, evaluate_policy
-from pmoe_rl.mixture import GaussianMixture, SquashedMixture
+from pmoe_rl.mixture import GaussianMixture, SquashedMixture, expert_separation
 from pmoe_rl.nets import EnsembleMLP, TwinQ
 from pmoe_rl.normalization import ObsNormalizer, RewardNormalizer, RunningMeanStd
-from pmoe_rl.policies import MixturePolicy, PPOPolicy
+from pmoe_rl.policies import CompositePolicy, MixturePolicy, PPOPolicy
 
 __version__ = "0.1.0"
 
@@ -25,4 +25,5 @@ __all__ = [
     "DeviceError", "EnvError", "PmoeError", "RunDirError", "ESTIMATORS", "best_expert", "gate_loss", "pmoe",
     "EvalResult", "evaluate_policy", "SquashedMixture", "EnsembleMLP", "TwinQ", "MixturePolicy", "compute_gae",
     "PPOConfig", "make_vec_env", "GaussianMixture", "ObsNormalizer", "RewardNormalizer", "RunningMeanStd", "PPOPolicy",
+    "gumbel", "score", "mrp", "expert_separation", "CompositePolicy",
 ]
