@@ -68,7 +68,10 @@ class SACConfig:
     alpha_logp: str = "best"  # temperature loss log-prob: best (expert k*) | mixture
     # baseline estimators (--estimator; reference §9, whose settings the paper does not give)
     gumbel_tau: float = 1.0  # Gumbel-Softmax temperature
-    gumbel_hard: bool = False  # straight-through one-hot in the forward pass
+    # straight-through one-hot in the forward pass (the action is one expert's sample). The soft relaxation
+    # (false) mixes the experts' samples, and its SAC term rewards mixes that fall where the mixture density
+    # is low: on MultiGoal-v0 it diverged (BENCHMARKS.md), so hard is the default.
+    gumbel_hard: bool = True
     score_baseline: str = "experts"  # experts (sum_k w_k f(a_k)) | batch (batch mean) | none
 
 

@@ -70,10 +70,11 @@ def gumbel(dist: SquashedMixture, u: torch.Tensor, logp: torch.Tensor, k_star, o
     """Gumbel-Softmax relaxation of the expert choice (Jang et al. 2017; reference §9 baseline).
 
     y = softmax((log w + g) / tau), g_k ~ Gumbel(0, 1); the action mixes the experts' reparameterised samples
-    in pre-squash space, a = tanh(sum_k y_k u_k) (``gumbel_hard``: y is the one-hot of its argmax in the forward
-    pass with the soft gradient, straight-through, so a is exactly expert k's sample); the SAC loss uses the
-    mixture's log-density: L = mean_s[ alpha log pi(a|s) - Q(s, a) ]. Mixing before the squash keeps the
-    density exact without atanh. The gate learns through y and through log pi.
+    in pre-squash space, a = tanh(sum_k y_k u_k). With ``gumbel_hard`` (default) y is the one-hot of its argmax
+    in the forward pass and the soft y in the backward pass (straight-through), so a is exactly one expert's
+    sample; without it a is a soft mix. The SAC loss uses the mixture's log-density: L = mean_s[ alpha log
+    pi(a|s) - Q(s, a) ]. Mixing before the squash keeps the density exact without atanh. The gate learns
+    through y and through log pi.
     """
     gumbels = -torch.empty_like(dist.log_w).exponential_().log()
     y = torch.softmax((dist.log_w + gumbels) / cfg.gumbel_tau, dim=-1)
