@@ -17,23 +17,15 @@ primitives and their weights) and PPO's mixture (:class:`PPOPolicy`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pmoe_rl.checkpoint import write_text_atomic
+from pmoe_rl.evaluation import Episode, run_episodes
 from pmoe_rl.mixture import SquashedMixture, expert_separation
 from pmoe_rl.policies import CompositePolicy
-
-
-@dataclass
-class Episode:
-    observations: list = field(default_factory=list)  # the states acted on
-    experts: list = field(default_factory=list)  # the expert that acted at each step
-    ret: float = 0.0
-    goal: int | None = None  # MultiGoal: the goal reached (-1: none)
 
 
 @torch.no_grad()
@@ -48,25 +40,6 @@ def expert_params(policy, obs: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np
         mean, log_std, w = dist.mean, dist.log_std.expand_as(dist.mean), dist.weights
         action = torch.tanh(mean) if isinstance(dist, SquashedMixture) else mean.clamp(-1.0, 1.0)
     return action.numpy(), mean.numpy(), log_std.numpy(), w.numpy()
-
-
-def run_episodes(policy, env, n: int, seed: int, deterministic: bool) -> list[Episode]:
-    generator = torch.Generator().manual_seed(seed)
-    episodes = []
-    for i in range(n):
-        obs, _ = env.reset(seed=seed if i == 0 else None)
-        ep, done, info = Episode(), False, {}
-        while not done:
-            action, k = policy.act(torch.as_tensor(obs, dtype=torch.float32)[None], deterministic, generator)
-            ep.observations.append(np.asarray(obs, dtype=np.float32))
-            ep.experts.append(int(k))
-            obs, reward, terminated, truncated, info = env.step(action[0].numpy())
-            ep.ret += float(reward)
-            done = terminated or truncated
-        ep.observations.append(np.asarray(obs, dtype=np.float32))
-        ep.goal = info.get("goal")
-        episodes.append(ep)
-    return episodes
 
 
 def _colors(k: int):

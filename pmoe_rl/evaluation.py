@@ -7,7 +7,7 @@ so the same checkpoint and seed give the same returns in any process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
@@ -40,23 +40,39 @@ def eval_seed(train_seed: int) -> int:
     return train_seed + 1
 
 
-def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: int, deterministic: bool = True,
-                    device: torch.device | str = "cpu") -> EvalResult:
+@dataclass
+class Episode:
+    observations: list = field(default_factory=list)  # the states acted on, then the final one
+    experts: list = field(default_factory=list)  # the expert that acted at each step
+    ret: float = 0.0
+    goal: int | None = None  # MultiGoal: the goal reached (-1: none)
+
+
+def run_episodes(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: int, deterministic: bool = True,
+                 device: torch.device | str = "cpu") -> list[Episode]:
+    """Complete episodes; the first reset takes ``seed``, the experts are drawn from a generator seeded with it."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    counts = np.zeros(policy.n_experts, dtype=np.int64)
-    returns, lengths = [], []
-    for episode in range(n_episodes):
-        obs, _ = env.reset(seed=seed if episode == 0 else None)
-        done, ret, trace = False, 0.0, []
+    episodes = []
+    for i in range(n_episodes):
+        obs, _ = env.reset(seed=seed if i == 0 else None)
+        ep, done, info = Episode(), False, {}
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
             action, k = policy.act(obs_t, deterministic=deterministic, generator=generator)
-            obs, reward, terminated, truncated, _ = env.step(action[0].cpu().numpy())
-            ret += float(reward)
-            trace.append(int(k))
+            ep.observations.append(np.asarray(obs, dtype=np.float32))
+            ep.experts.append(int(k))
+            obs, reward, terminated, truncated, info = env.step(action[0].cpu().numpy())
+            ep.ret += float(reward)
             done = terminated or truncated
-        counts += np.bincount(trace, minlength=policy.n_experts)
-        returns.append(ret)
-        lengths.append(len(trace))
+        ep.observations.append(np.asarray(obs, dtype=np.float32))
+        ep.goal = info.get("goal")
+        episodes.append(ep)
+    return episodes
+
+
+def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: int, deterministic: bool = True,
+                    device: torch.device | str = "cpu") -> EvalResult:
+    episodes = run_episodes(policy, env, n_episodes, seed, deterministic, device)
+    counts = np.bincount(np.concatenate([ep.experts for ep in episodes]), minlength=policy.n_experts)
     usage = (counts / max(counts.sum(), 1)).tolist()
-    return EvalResult(returns, lengths, usage)
+    return EvalResult([ep.ret for ep in episodes], [len(ep.experts) for ep in episodes], usage)
