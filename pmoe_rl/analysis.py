@@ -5,10 +5,11 @@
 - ``expert_usage.png``: for the first episodes, the acting expert at every step and the gate's weights;
 - ``expert_actions_pca.png``: every expert's mean action at the visited states, projected on the first two
   principal components (all of them, pooled), coloured by expert;
-- ``multigoal_trajectories.png`` (``pmoe_rl/MultiGoal-v0`` only): the paths, each step coloured by the
-  expert that acted, over the task's cost landscape and goals;
+- ``multigoal_trajectories.png`` (``pmoe_rl/MultiGoal-v0`` only; its episodes start at the exact origin): the
+  paths, each step coloured by the expert that acted, over the task's cost landscape and goals;
 - ``analysis.json``: the expert separation score (:func:`pmoe_rl.mixture.expert_separation` over the
-  visited states), expert usage, and for MultiGoal the goals reached.
+  visited states), expert usage, and for MultiGoal the goals reached and the goal each expert reaches on
+  its own from the origin (:func:`multigoal_expert_goals`).
 
 Works for the SAC mixture (:class:`MixturePolicy`), the composed heads (:class:`CompositePolicy`: its
 primitives and their weights) and PPO's mixture (:class:`PPOPolicy`).
@@ -117,10 +118,46 @@ def plot_multigoal(policy, episodes: list[Episode], path: Path) -> None:
     plt.close(fig)
 
 
-def analyze(policy, env, env_id: str, folder: Path, episodes: int, seed: int, deterministic: bool) -> dict:
-    """Run the episodes, write the plots and ``analysis.json`` into ``folder``; return the summary."""
+MULTIGOAL = "pmoe_rl/MultiGoal-v0"
+
+
+def analysis_env(env_id: str):
+    """The env the analysis runs on: MultiGoal starts at the exact origin (reference/multigoal.md, "what to
+    measure"), where reaching several goals can only come from several modes of the policy; from a random
+    start a unimodal policy heads to different goals from different starts."""
+    from pmoe_rl.envs import make_env
+
+    return make_env(env_id, **({"init_sigma": 0.0} if env_id == MULTIGOAL else {}))
+
+
+@torch.no_grad()
+def multigoal_expert_goals(policy) -> list[int]:
+    """MultiGoal: the goal each expert reaches when it alone acts, with its mean action, from the origin
+    (-1: none within the horizon); distinct goals are distinct modes of the policy at one state. A composed
+    head (MoE, MCP) acts as one Gaussian and has one entry."""
+    env = analysis_env(MULTIGOAL)
+    goals = []
+    for k in range(policy.n_experts):
+        obs, info = env.reset(seed=0)
+        done = False
+        while not done:
+            action = expert_params(policy, torch.as_tensor(obs).unsqueeze(0))[0][0, k]
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        goals.append(info["goal"])
+    env.close()
+    return goals
+
+
+def analyze(policy, env_id: str, folder: Path, episodes: int, seed: int, deterministic: bool) -> dict:
+    """Run the episodes on :func:`analysis_env`, write the plots and ``analysis.json`` into ``folder``; return
+    the summary."""
     folder.mkdir(parents=True, exist_ok=True)
-    eps = run_episodes(policy, env, episodes, seed, deterministic)
+    env = analysis_env(env_id)
+    try:
+        eps = run_episodes(policy, env, episodes, seed, deterministic)
+    finally:
+        env.close()
     states = np.concatenate([np.stack(ep.observations[:-1]) for ep in eps])
     _, mean, log_std, _ = expert_params(policy, torch.as_tensor(states))
     summary = {"episodes": episodes, "deterministic": deterministic, "seed": seed,
@@ -130,10 +167,11 @@ def analyze(policy, env, env_id: str, folder: Path, episodes: int, seed: int, de
                                             minlength=policy.n_experts) / len(states)).tolist()}
     plot_usage(policy, eps, folder / "expert_usage.png")
     plot_pca(policy, states, folder / "expert_actions_pca.png")
-    if env_id == "pmoe_rl/MultiGoal-v0":
+    if env_id == MULTIGOAL:
         goals = [ep.goal for ep in eps]
         summary["goals"] = goals
         summary["goals_reached"] = sorted({g for g in goals if g >= 0})
+        summary["expert_goals"] = multigoal_expert_goals(policy)
         plot_multigoal(policy, eps, folder / "multigoal_trajectories.png")
     write_text_atomic(folder / "analysis.json", json.dumps(summary, indent=1))
     return summary

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--video", metavar="DIR", help="record the episodes as mp4 files in DIR")
     p.add_argument("--analyze", metavar="DIR", help="write expert-analysis PNGs (usage over episodes, experts' "
-                   "actions in 2-D, MultiGoal trajectories coloured by expert) and analysis.json to DIR")
+                   "actions in 2-D, MultiGoal trajectories from the origin coloured by expert) and analysis.json to DIR")
     args = p.parse_args(argv)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
@@ -111,12 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.analyze:
         from pmoe_rl.analysis import analyze
 
-        env = make_env(env_id)
-        try:
-            summary = analyze(policy, env, env_id, Path(args.analyze), args.episodes, seed, not args.stochastic)
-        finally:
-            env.close()
-        goals = f"; goals reached {summary['goals_reached']}" if "goals_reached" in summary else ""
+        summary = analyze(policy, env_id, Path(args.analyze), args.episodes, seed, not args.stochastic)
+        goals = (f"; goals reached {summary['goals_reached']}; each expert alone from the origin reaches "
+                 f"{summary['expert_goals']}" if "goals_reached" in summary else "")
         print(f"expert separation {summary['expert_separation']:.2f}{goals}; plots in {args.analyze}")
     return 0
 

@@ -5,13 +5,17 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from conftest import SMALL
 from gymnasium.utils.env_checker import check_env
 
 from pmoe_rl import evaluate, train
+from pmoe_rl.analysis import analysis_env, multigoal_expert_goals
 from pmoe_rl.envs import make_env
 from pmoe_rl.envs.multigoal import GOALS
 from pmoe_rl.errors import cli_main
+from pmoe_rl.evaluation import run_episodes
+from pmoe_rl.policies import MixturePolicy
 
 ENV = "pmoe_rl/MultiGoal-v0"
 
@@ -79,7 +83,52 @@ def test_analyze_writes_the_plots_and_scores(tmp_path, capsys):
         assert image.shape[0] > 100 and image.std() > 0.01, name  # a real, non-blank picture
     summary = json.loads((out / "analysis.json").read_text())
     assert summary["expert_separation"] > 0 and len(summary["expert_usage"]) == 4
-    assert len(summary["goals"]) == 4
+    assert len(summary["goals"]) == 4 and len(summary["expert_goals"]) == 4
     # nothing is overwritten
     assert cli_main(evaluate.main, [str(run), "--analyze", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_expert_goals_follow_each_experts_own_direction():
+    """Experts whose mean action is a constant step of 0.6 toward goal 3, 2, 1, 0 reach exactly those goals
+    from the origin; one Gaussian has one entry."""
+    policy = MixturePolicy(2, 2, n_experts=4, hidden=[8])
+    directions = GOALS[[3, 2, 1, 0]] / 5.0
+    with torch.no_grad():
+        policy.mean_head.weight.zero_()
+        policy.mean_head.bias.copy_(torch.atanh(torch.as_tensor(0.6 * directions, dtype=torch.float32)).flatten())
+    assert multigoal_expert_goals(policy) == [3, 2, 1, 0]
+    with torch.no_grad():
+        policy.mean_head.bias.zero_()  # no expert moves: none reaches a goal
+    assert multigoal_expert_goals(policy) == [-1, -1, -1, -1]
+    assert len(multigoal_expert_goals(MixturePolicy(2, 2, n_experts=1, hidden=[8]))) == 1
+
+
+def goals_from_origin(run_dir, policy: str, seed: int, steps: int):
+    """Train SAC with the default hyperparameters on MultiGoal-v0; return the policy and the goal of each of
+    20 stochastic episodes from the exact origin (first reset seeded 0, experts and noise from seed 0)."""
+    assert cli_main(train.main, ["--env", ENV, "--policy", policy, "--seed", str(seed), "--steps", str(steps),
+                                 "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1000000",
+                                 "--threads", "1", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    trained, _ = evaluate.load_policy(run_dir)
+    env = analysis_env(ENV)
+    goals = [ep.goal for ep in run_episodes(trained, env, 20, seed=0, deterministic=False)]
+    env.close()
+    print(f"{policy}: goals of 20 stochastic episodes from the origin {goals}")
+    return trained, goals
+
+
+@pytest.mark.slow
+def test_pmoe_experts_reach_three_goals_where_gaussian_sac_reaches_one(tmp_path):
+    """Issue 3's evidence of modes (BENCHMARKS.md, "MultiGoal-v0"): PMOE-SAC (K=4, official defaults, 8,000
+    steps, seed 1) reaches 3 of the 4 goals over 20 stochastic episodes from the origin, and the modes are
+    the experts': each expert acting alone from the origin heads to its own goal, 3 distinct ones. Gaussian
+    SAC with the same budget and seed reaches one goal in all 20 episodes. Of seeds 0-9, seed 1 is the one where
+    PMOE reaches 3 goals; 7 others reach 2 and two reach 1, while Gaussian SAC reaches 1 on all ten (the table
+    and why the gate limits the modes: BENCHMARKS.md)."""
+    pmoe, goals = goals_from_origin(tmp_path / "pmoe", "pmoe", seed=1, steps=8000)
+    assert len({g for g in goals if g >= 0}) >= 3, goals
+    expert_goals = multigoal_expert_goals(pmoe)
+    assert len({g for g in expert_goals if g >= 0}) >= 3, expert_goals
+    _, gaussian_goals = goals_from_origin(tmp_path / "gaussian", "gaussian", seed=1, steps=8000)
+    assert len(set(gaussian_goals)) == 1 and gaussian_goals[0] >= 0, gaussian_goals
