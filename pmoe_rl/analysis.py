@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pmoe_rl.checkpoint import write_text_atomic
+from pmoe_rl.envs import MULTIGOAL, make_env
 from pmoe_rl.evaluation import Episode, run_episodes
 from pmoe_rl.mixture import SquashedMixture, expert_separation
 from pmoe_rl.policies import CompositePolicy
@@ -118,15 +119,10 @@ def plot_multigoal(policy, episodes: list[Episode], path: Path) -> None:
     plt.close(fig)
 
 
-MULTIGOAL = "pmoe_rl/MultiGoal-v0"
-
-
 def analysis_env(env_id: str):
     """The env the analysis runs on: MultiGoal starts at the exact origin (reference/multigoal.md, "what to
     measure"), where reaching several goals can only come from several modes of the policy; from a random
     start a unimodal policy heads to different goals from different starts."""
-    from pmoe_rl.envs import make_env
-
     return make_env(env_id, **({"init_sigma": 0.0} if env_id == MULTIGOAL else {}))
 
 

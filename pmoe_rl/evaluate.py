@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--video", metavar="DIR", help="record the episodes as mp4 files in DIR")
     p.add_argument("--analyze", metavar="DIR", help="write expert-analysis PNGs (usage over episodes, experts' "
-                   "actions in 2-D, MultiGoal trajectories from the origin coloured by expert) and analysis.json to DIR")
+                   "actions in 2-D, MultiGoal trajectories from the origin coloured by expert) and analysis.json "
+                   "to DIR")
     args = p.parse_args(argv)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")

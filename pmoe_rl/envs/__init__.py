@@ -20,8 +20,9 @@ from pmoe_rl.envs.multigoal import HORIZON as _MULTIGOAL_HORIZON
 from pmoe_rl.errors import EnvError
 
 # the package's own tasks
-if "pmoe_rl/MultiGoal-v0" not in gym.registry:
-    gym.register(id="pmoe_rl/MultiGoal-v0", entry_point="pmoe_rl.envs.multigoal:MultiGoalEnv",
+MULTIGOAL = "pmoe_rl/MultiGoal-v0"
+if MULTIGOAL not in gym.registry:
+    gym.register(id=MULTIGOAL, entry_point="pmoe_rl.envs.multigoal:MultiGoalEnv",
                  max_episode_steps=_MULTIGOAL_HORIZON)
 
 
