@@ -137,7 +137,11 @@ def multigoal_expert_goals(policy) -> list[int]:
         obs, info = env.reset(seed=0)
         done = False
         while not done:
-            action = expert_params(policy, torch.as_tensor(obs).unsqueeze(0))[0][0, k]
+            obs_t = torch.as_tensor(obs).unsqueeze(0)
+            if isinstance(policy, CompositePolicy):  # the composed Gaussian's mean, not a primitive's
+                action = policy.act(obs_t, deterministic=True)[0][0].numpy()
+            else:
+                action = expert_params(policy, obs_t)[0][0, k]
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
         goals.append(info["goal"])

@@ -63,6 +63,12 @@ def unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
+def submodule(weights: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """The entries of module ``name`` in a checkpoint's flat weights, without the ``name.`` prefix."""
+    prefix = name + "."
+    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
 # --- metadata helpers ----------------------------------------------------------------------------------------
 
 def describe_box(space) -> dict:

@@ -1,230 +1,309 @@
-"""Run configuration: dataclasses, YAML loading, ``key=value`` overrides and validation.
+"""Run configuration: every option declared once, as a typed field with its default and a one-line doc.
 
-Precedence, lowest first: the dataclass defaults (the official PMOE code, see reference/pmoe.md §6),
-a YAML file (``--config``), the named CLI flags, then ``--set key=value`` overrides. Every value is
-validated once, in :func:`validate`, before anything is built.
+The fields are pydantic models: their types (``Literal[...]`` for choices, constrained numbers) validate every
+source of values alike — defaults, a YAML file (``--config``), the named CLI flags and ``--set key=value``
+overrides (precedence in that order) — and the CLI's flags and ``--help`` are generated from them
+(:mod:`pmoe_rl.train`). :func:`validate` adds the checks that involve several fields and resolves what
+depends on others (the number of experts), so a run's ``config.yaml`` holds the values actually used.
+Defaults follow the official code (docs/algorithms.md); the constants shared with the SB3 classes live in
+:mod:`pmoe_rl.options`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import ValidationError, field_validator
 
+from pmoe_rl import options
 from pmoe_rl.errors import ConfigError
+from pmoe_rl.estimators import ESTIMATORS
 
-ALGOS = ("sac", "ppo")
-POLICIES = ("pmoe", "gaussian", "moe", "mcp")
-ESTIMATOR_NAMES = ("pmoe", "gumbel", "score", "mrp")
-
-
-@dataclass
-class NetConfig:
-    """SAC's policy network (reference/pmoe.md §1); PPO's is under ``ppo.*``. ``eval_expert`` applies to both."""
-
-    hidden: list[int] = field(default_factory=lambda: [256, 256])  # shared trunk, ReLU
-    log_std_min: float = -20.0  # clamp of the state-dependent log-std
-    log_std_max: float = 2.0
-    # Gate input: the detached trunk features (official) or the raw observation (co-author script).
-    gate_input: str = "detached_latent"  # detached_latent | obs
-    # Deterministic acting: tanh(mean) of an expert drawn from Cat(w) (official `MakeDeterministic`) or
-    # of the expert with the largest gate weight.
-    eval_expert: str = "sample"  # sample | argmax
+Sizes = Annotated[list[PositiveInt], Field(min_length=1)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-@dataclass
-class SACConfig:
-    """SAC with the PMOE estimator; defaults from the official code (reference/pmoe.md §2, §3, §6)."""
+class Section(BaseModel):
+    """A group of options: unknown keys are refused, every assignment is validated, and each field's docstring
+    is its help text."""
 
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    critic_hidden: list[int] = field(default_factory=lambda: [256, 256])
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    gamma: float = 0.99
-    tau: float = 0.005
-    target_update_interval: int = 1
-    reward_scale: float = 1.0
-    learning_starts: int = 1000
-    # Warm-up actions: the initial policy (official rlkit) or uniform random actions (SB3).
-    warmup: str = "policy"  # policy | uniform
-    train_freq: int = 1  # env steps between updates
-    gradient_steps: int = 1  # updates each time
-    ent_coef: Union[str, float] = "auto"  # "auto" (learned, log alpha init log(init_alpha)) or a fixed float
-    init_alpha: float = 1.0
-    target_entropy: Union[str, float] = "auto"  # "auto" = -action_dim
-    # PMOE estimator options; the paper leaves these open, defaults are the official code's.
-    expert_update: str = "best"  # best (argmax-Q expert only) | all (every expert's own loss)
-    gate_loss: str = "mse"  # mse to one-hot(k*) | ce (cross-entropy to k*)
-    gate_loss_weight: float = 1.0
-    target_logp: str = "component"  # critic target log-prob: component (of k' ~ Cat(w)) | mixture
-    alpha_logp: str = "best"  # temperature loss log-prob: best (expert k*) | mixture
-    # baseline estimators (--estimator; reference §9, whose settings the paper does not give)
-    gumbel_tau: float = 1.0  # Gumbel-Softmax temperature
-    # straight-through one-hot in the forward pass (the action is one expert's sample). The soft relaxation
-    # (false) mixes the experts' samples, and its SAC term rewards mixes that fall where the mixture density
-    # is low: on MultiGoal-v0 it diverged (BENCHMARKS.md), so hard is the default.
-    gumbel_hard: bool = True
-    score_baseline: str = "experts"  # experts (sum_k w_k f(a_k)) | batch (batch mean) | none
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise config_error(exc) from None
 
 
-@dataclass
-class PPOConfig:
-    """PPO with Gaussian or mixture policies. Rollout and optimisation defaults are the standard MuJoCo PPO
-    settings (SB3's PPO defaults; CleanRL's ``ppo_continuous_action``); network, normalisation and the
-    PMOE-PPO parts follow the co-author script (reference/pmoe.md §8), whose unknowns are options."""
+class NetConfig(Section):
+    """SAC's policy network; PPO's is under ``ppo.*``. ``eval_expert`` applies to both."""
 
-    n_steps: int = 2048  # rollout length per environment
-    n_epochs: int = 10
-    batch_size: int = 64  # minibatch size
-    learning_rate: float = 3e-4
-    anneal_lr: bool = False  # linear decay to 0 over the run (CleanRL) instead of constant (SB3)
-    adam_eps: float = 1e-5  # SB3 and CleanRL use 1e-5 for on-policy Adam
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    clip_value: bool = True  # CleanRL-style clipped value loss, max of clipped and unclipped (co-author script)
-    normalize_advantage: bool = True  # per minibatch
-    ent_coef: float = 0.0  # entropy bonus, estimated as -log pi(a|s) (a mixture has no closed-form entropy)
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    target_kl: Union[float, None] = None  # stop the epochs early when the approximate KL exceeds this
-    # networks: separate actor and value MLPs, orthogonal init (sqrt 2; actor output 0.01, value output 1)
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    value_hidden: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"  # tanh | relu
-    log_std_init: float = 0.0  # state-independent log-std, one per expert and action dimension
-    # the environment's action is clip(a, -1, 1); the stored log-prob is of the unclipped sample
-    norm_obs: bool = True  # running observation normalisation; its statistics are saved with the policy
-    norm_reward: bool = True  # divide rewards by the running std of the discounted return
-    clip_obs: float = 10.0
-    clip_reward: float = 10.0
-    # mixture policies (K > 1); the gate is Linear(obs -> K) + softmax on the normalised observation
-    ratio: str = "mixture"  # PPO ratio density: mixture (co-author script) | component (of the expert that acted)
-    # PMOE-PPO (--policy pmoe): auxiliary Q(s, a) trained on the GAE returns, gate regressed onto
-    # one-hot(argmax_k Q(s, a_k)) with fresh a_k ~ N(mu_k, sigma_k); gate_loss_weight 0 = plain mixture PPO
-    q_hidden: list[int] = field(default_factory=lambda: [64, 64, 64])
-    q_coef: float = 1.0
-    gate_loss: str = "mse"  # mse | ce
-    gate_loss_weight: float = 1.0
+    hidden: Sizes = [256, 256]
+    """hidden sizes of the SAC policy's shared trunk (ReLU)"""
+    log_std_min: float = options.LOG_STD_MIN
+    """lower clamp of the state-dependent log-std"""
+    log_std_max: float = options.LOG_STD_MAX
+    """upper clamp of the state-dependent log-std"""
+    gate_input: options.GateInput = options.GATE_INPUT
+    """gate input: the detached trunk features (official) or the raw observation (co-author script)"""
+    eval_expert: options.EvalExpert = options.EVAL_EXPERT
+    """deterministic acting: the mean of the most probable expert (argmax) or of one drawn from the gate (sample,
+    the official evaluation)"""
 
 
-@dataclass
-class Config:
+class SACConfig(Section):
+    """SAC and its actor-loss estimators; defaults from the official PMOE-SAC code."""
+
+    actor_lr: PositiveFloat = 3e-4
+    """Adam learning rate of the policy (and gate)"""
+    critic_lr: PositiveFloat = 3e-4
+    """Adam learning rate of the twin critics"""
+    alpha_lr: PositiveFloat = 3e-4
+    """Adam learning rate of log alpha (ent_coef=auto)"""
+    critic_hidden: Sizes = [256, 256]
+    """hidden sizes of each Q network (ReLU)"""
+    batch_size: PositiveInt = 256
+    """minibatch size"""
+    buffer_size: PositiveInt = 1_000_000
+    """replay capacity (transitions)"""
+    gamma: Probability = 0.99
+    """discount factor"""
+    tau: Annotated[float, Field(gt=0.0, le=1.0)] = 0.005
+    """Polyak coefficient of the target critics"""
+    target_update_interval: PositiveInt = 1
+    """updates between target-critic updates"""
+    reward_scale: NonNegativeFloat = 1.0
+    """rewards are multiplied by this in the critic target"""
+    learning_starts: NonNegativeInt = 1000
+    """environment steps before the first update"""
+    warmup: options.Warmup = "policy"
+    """actions before learning_starts: the initial policy (official rlkit) or uniform random (SB3)"""
+    train_freq: PositiveInt = 1
+    """environment steps between updates"""
+    gradient_steps: PositiveInt = 1
+    """updates each time"""
+    ent_coef: Union[Literal["auto"], NonNegativeFloat] = "auto"
+    """temperature alpha: auto (learned, initialised to init_alpha) or a fixed number"""
+    init_alpha: PositiveFloat = 1.0
+    """initial temperature when ent_coef=auto"""
+    target_entropy: Union[Literal["auto"], float] = "auto"
+    """entropy target of the temperature loss: auto = -action_dim"""
+    target_logp: options.TargetLogp = options.TARGET_LOGP
+    """log pi in the critic target: of the expert k' ~ Cat(w) that produced a' (component) or the mixture's"""
+    expert_update: options.ExpertUpdate = options.EXPERT_UPDATE
+    """estimator pmoe: update the critic's favourite expert only (best) or every expert (all)"""
+    gate_loss: options.GateLoss = options.GATE_LOSS
+    """estimator pmoe: gate loss toward the best expert, mean squared (mse) or cross-entropy (ce)"""
+    gate_loss_weight: NonNegativeFloat = options.GATE_LOSS_WEIGHT
+    """estimator pmoe: weight of the gate loss"""
+    alpha_logp: options.AlphaLogp = options.ALPHA_LOGP
+    """estimator pmoe: log pi in the temperature loss, of the best expert (best) or the mixture's"""
+    gumbel_tau: PositiveFloat = options.GUMBEL_TAU
+    """estimator gumbel: Gumbel-Softmax temperature"""
+    gumbel_hard: bool = options.GUMBEL_HARD
+    """estimator gumbel: straight-through one-hot (the action is one expert's sample); false mixes the experts'
+    samples (diverged on MultiGoal-v0)"""
+    score_baseline: options.ScoreBaseline = options.SCORE_BASELINE
+    """estimator score: baseline of the score-function term, sum_k w_k f(a_k) (experts), the batch mean, or none"""
+
+
+class PPOConfig(Section):
+    """PPO with Gaussian or mixture policies: the standard MuJoCo PPO settings (SB3's defaults, CleanRL's
+    ppo_continuous_action); network, normalisation and PMOE-PPO parts from the co-author script."""
+
+    n_steps: PositiveInt = 2048
+    """rollout length per environment"""
+    n_epochs: PositiveInt = 10
+    """passes over each rollout"""
+    batch_size: PositiveInt = 64
+    """minibatch size"""
+    learning_rate: PositiveFloat = 3e-4
+    """Adam learning rate"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly to 0 over the run (CleanRL) instead of keeping it constant (SB3)"""
+    adam_eps: PositiveFloat = 1e-5
+    """Adam epsilon"""
+    gamma: Probability = 0.99
+    """discount factor"""
+    gae_lambda: Probability = 0.95
+    """GAE lambda"""
+    clip_range: PositiveFloat = 0.2
+    """PPO clip epsilon (ratio and, with clip_value, value)"""
+    clip_value: bool = True
+    """clipped value loss, the max of clipped and unclipped (CleanRL, co-author script)"""
+    normalize_advantage: bool = True
+    """normalise the advantages per minibatch"""
+    ent_coef: NonNegativeFloat = 0.0
+    """entropy bonus weight; the entropy is estimated as -log pi(a|s)"""
+    vf_coef: NonNegativeFloat = 0.5
+    """value loss weight"""
+    max_grad_norm: NonNegativeFloat = 0.5
+    """gradient-norm clip (policy and value together; the auxiliary Q on its own)"""
+    target_kl: Union[PositiveFloat, None] = None
+    """stop an update's epochs once the approximate KL exceeds 1.5 x this (null: never)"""
+    hidden: Sizes = [64, 64]
+    """hidden sizes of the policy MLP (orthogonal init)"""
+    value_hidden: Sizes = [64, 64]
+    """hidden sizes of the value MLP"""
+    activation: options.Activation = "tanh"
+    """activation of the policy and value MLPs"""
+    log_std_init: float = 0.0
+    """initial state-independent log-std, one per expert and action dimension"""
+    norm_obs: bool = True
+    """running observation normalisation (its statistics are saved with the policy)"""
+    norm_reward: bool = True
+    """divide rewards by the running std of the discounted return"""
+    clip_obs: PositiveFloat = 10.0
+    """clip of the normalised observations"""
+    clip_reward: PositiveFloat = 10.0
+    """clip of the normalised rewards"""
+    ratio: options.Ratio = "mixture"
+    """density of the PPO ratio: the mixture's (co-author script) or the acting expert's (component)"""
+    q_hidden: Sizes = list(options.Q_HIDDEN)
+    """PMOE-PPO: hidden sizes of the auxiliary Q(s, a) (ReLU)"""
+    q_coef: NonNegativeFloat = options.Q_COEF
+    """PMOE-PPO: weight of the auxiliary Q loss"""
+    gate_loss: options.GateLoss = options.GATE_LOSS
+    """PMOE-PPO: gate loss toward argmax_k Q(s, a_k), mean squared (mse) or cross-entropy (ce)"""
+    gate_loss_weight: NonNegativeFloat = options.GATE_LOSS_WEIGHT
+    """PMOE-PPO: weight of the gate loss (0: a plain mixture PPO)"""
+
+
+class Config(Section):
+    """A training run. The top-level fields are the CLI's named flags; the sections are set with --set or YAML."""
+
     env: str = ""
-    algo: str = "sac"
-    # pmoe: Gaussian mixture (its actor loss set by `estimator`); gaussian: one Gaussian; moe: gated
-    # mixture-of-experts head (Jacobs et al. 1991); mcp: multiplicative compositional policy (Peng et al. 2019)
-    policy: str = "pmoe"
-    estimator: str = "pmoe"  # actor-loss estimator of a mixture policy with SAC: pmoe | gumbel | score | mrp
-    experts: Union[int, None] = None  # None: 1 for gaussian; pmoe: 4 with SAC (official code), 5 with PPO (§8)
+    """gymnasium id, e.g. Hopper-v5, HalfCheetah-v5, InvertedPendulum-v5, pmoe_rl/MultiGoal-v0 (required)"""
+    algo: options.Algo = "sac"
+    """algorithm"""
+    policy: options.PolicyKind = "pmoe"
+    """pmoe: Gaussian mixture (SAC: trained by the estimator; PPO: mixture ratio + auxiliary Q and gate loss);
+    gaussian: one Gaussian (plain SAC / PPO); moe / mcp (SAC): one Gaussian composed from K primitives by a gated
+    mixture of experts / a multiplicative compositional policy"""
+    estimator: str = "pmoe"
+    """actor-loss estimator of a SAC mixture policy: pmoe (best expert + gate frequency loss), gumbel
+    (Gumbel-Softmax), score (score function), mrp (marginalised reparameterisation), or one registered with
+    pmoe_rl.register_estimator"""
+    experts: Union[PositiveInt, None] = None
+    """number of experts K (unset: 1 for gaussian; 4 with SAC, the official code; 5 with PPO, the co-author
+    script); config.yaml stores the number used"""
     seed: int = 0
-    steps: int = 1_000_000
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = the measured default (see BENCHMARKS.md)
-    eval_every: int = 10_000  # env steps between evaluations; 0 disables
-    eval_episodes: int = 10
-    checkpoint_every: int = 50_000  # env steps between checkpoints; 0 = only at the end
-    log_every: int = 5_000  # env steps between log dumps (stdout table, CSV, TensorBoard, JSON)
-    stop_at_reward: Union[float, None] = None  # stop once an evaluation's mean return reaches this
-    num_envs: int = 1  # parallel environments (PPO)
-    vec_env: str = "sync"  # sync (one process) | async (a subprocess per environment)
-    net: NetConfig = field(default_factory=NetConfig)
-    sac: SACConfig = field(default_factory=SACConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """seed of the environments, torch, numpy and Python"""
+    steps: PositiveInt = Field(1_000_000, json_schema_extra={"resumable": True})
+    """total environment steps (PPO: rounded up to whole rollouts)"""
+    device: str = Field("auto", json_schema_extra={"resumable": True})
+    """auto (CUDA when available), cpu, cuda or cuda:N"""
+    threads: NonNegativeInt = Field(0, json_schema_extra={"resumable": True})
+    """torch CPU threads; 0 = the measured default (BENCHMARKS.md)"""
+    eval_every: NonNegativeInt = Field(10_000, json_schema_extra={"resumable": True})
+    """environment steps between evaluations; 0 = never"""
+    eval_episodes: PositiveInt = Field(10, json_schema_extra={"resumable": True})
+    """episodes per evaluation"""
+    checkpoint_every: NonNegativeInt = Field(50_000, json_schema_extra={"resumable": True})
+    """environment steps between checkpoints; 0 = only at the end"""
+    log_every: PositiveInt = Field(5_000, json_schema_extra={"resumable": True})
+    """environment steps between log dumps (stdout table, CSV, TensorBoard, JSON)"""
+    stop_at_reward: Union[float, None] = Field(None, json_schema_extra={"resumable": True})
+    """stop once an evaluation's mean return reaches this (default: never)"""
+    num_envs: PositiveInt = 1
+    """parallel environments (PPO only)"""
+    vec_env: options.VecEnvMode = Field("sync", json_schema_extra={"resumable": True})
+    """sync: all environments in this process; async: one subprocess each"""
+    net: NetConfig = Field(default_factory=NetConfig)
+    sac: SACConfig = Field(default_factory=SACConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+
+    @field_validator("estimator")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in ESTIMATORS:
+            close = difflib.get_close_matches(name, list(ESTIMATORS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown estimator '{name}'{hint}; choose from {', '.join(ESTIMATORS)}")
+        return name
 
     @property
     def n_experts(self) -> int:
+        """The number of experts used: ``experts``, or the default for the policy and algorithm."""
         if self.experts is not None:
             return self.experts
         if self.policy == "gaussian":
             return 1
-        return 5 if self.algo == "ppo" else 4
+        return options.PPO_EXPERTS if self.algo == "ppo" else options.SAC_EXPERTS
 
 
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+def resumable(name: str) -> bool:
+    """Whether a top-level option may change when a run is resumed (the others must match its config)."""
+    extra = Config.model_fields[name].json_schema_extra
+    return bool(extra and extra.get("resumable"))
 
 
-def _field_map(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+# --- errors ----------------------------------------------------------------------------------------------------
+
+def _field_path(loc: tuple) -> tuple[str, type[BaseModel] | None, str]:
+    """Split a pydantic error location into the dotted option name, the section that holds the last field
+    (None past the fields, e.g. in a list) and what follows (list indices)."""
+    model: Any = Config
+    names, rest = [], ""
+    for part in loc:
+        if isinstance(part, str) and model is not None and part in model.model_fields:
+            names.append(part)
+            ann = model.model_fields[part].annotation
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        elif isinstance(part, int):
+            rest += f"[{part}]"
+        elif model is not None and isinstance(part, str):  # an unknown key
+            names.append(part)
+            return ".".join(names), model, rest
+    return ".".join(names), model, rest
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (int/float/str/bool/list[int]/unions)."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                pass
-        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in typing.get_args(tp))
-        raise ConfigError(f"{key} must be {names}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{key} must be null, got {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    raise TypeError(f"unsupported config type {tp} for {key}")
+def config_error(exc: ValidationError) -> ConfigError:
+    """One readable line for the first invalid option of a pydantic error (a union's alternatives joined)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    name, model, rest = _field_path(first["loc"])
+    if first["type"] == "extra_forbidden":
+        valid = list((model or Config).model_fields)
+        close = difflib.get_close_matches(name.rsplit(".", 1)[-1], valid, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
+        return ConfigError(f"unknown config key '{name}'{hint}")
+    messages = []
+    for e in errors:
+        msg = e["msg"].removeprefix("Value error, ").replace("Input should", "should")
+        if _field_path(e["loc"])[0] == name and msg not in messages:
+            messages.append(msg)
+    return ConfigError(f"{name}{rest}: {' or '.join(messages)} (got {first['input']!r})")
 
 
-def _unknown_key(key: str, valid: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
-    return ConfigError(f"unknown config key '{key}'{hint}")
+# --- building a config -----------------------------------------------------------------------------------------
 
-
-def apply_dict(cfg: Any, values: dict, prefix: str = "") -> None:
-    """Set the fields of dataclass ``cfg`` from a (nested) dict, checking names and types."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
-    fields = _field_map(type(cfg))
+def _merge(base: dict, values: dict) -> dict:
+    out = dict(base)
     for key, value in values.items():
-        name = f"{prefix}{key}"
-        if key not in fields:
-            raise _unknown_key(name, list(fields))
-        current = getattr(cfg, key)
-        if dataclasses.is_dataclass(current):
-            apply_dict(current, value, f"{name}.")
-        else:
-            setattr(cfg, key, _coerce(value, fields[key], name))
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
-def set_value(cfg: Config, assignment: str) -> None:
-    """Apply one ``--set key=value`` override; the value is parsed as YAML (``sac.batch_size=512``)."""
+def apply_dict(cfg: Config, values: dict) -> Config:
+    """A new config: ``cfg`` with the (nested) ``values`` applied, every value validated."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config values must be a mapping of keys to values, got {values!r}")
+    try:
+        return Config.model_validate(_merge(cfg.model_dump(), values))
+    except ValidationError as exc:
+        raise config_error(exc) from None
+
+
+def set_value(cfg: Config, assignment: str) -> Config:
+    """``cfg`` with one ``--set key=value`` override; the value is parsed as YAML (``sac.batch_size=512``)."""
     key, sep, raw = assignment.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise ConfigError(f"--set expects KEY=VALUE (for example sac.batch_size=512), got '{assignment}'")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -233,7 +312,7 @@ def set_value(cfg: Config, assignment: str) -> None:
     nested: Any = value
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}
-    apply_dict(cfg, nested)
+    return apply_dict(cfg, nested)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -258,107 +337,36 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        close = difflib.get_close_matches(value, options, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown {name} '{value}'{hint}; choose from {', '.join(options)}")
+def from_dict(values: dict) -> Config:
+    return apply_dict(Config(), values)
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be {bound}, got {value}")
+def to_dict(cfg: Config) -> dict:
+    return cfg.model_dump()
 
 
 def validate(cfg: Config) -> Config:
-    """Check every value; raise ConfigError naming the first bad one."""
+    """Check the combinations of options, resolve the number of experts in place, and return ``cfg``.
+
+    Each field's own type and range were checked when it was set."""
     if not cfg.env:
         raise ConfigError("no environment given: pass --env ENV_ID (for example --env Hopper-v5)")
-    _choice("algorithm", cfg.algo, ALGOS)
-    _choice("policy", cfg.policy, POLICIES)
-    _choice("estimator", cfg.estimator, ESTIMATOR_NAMES)
     if cfg.estimator != "pmoe" and (cfg.algo != "sac" or cfg.policy != "pmoe"):
         raise ConfigError(f"--estimator {cfg.estimator} trains a mixture policy with SAC (--algo sac --policy pmoe)")
     if cfg.policy in ("moe", "mcp") and cfg.algo != "sac":
         raise ConfigError(f"--policy {cfg.policy} is a SAC policy head; use --algo sac")
     if cfg.policy in ("moe", "mcp") and cfg.n_experts < 2:
         raise ConfigError(f"--policy {cfg.policy} composes at least 2 primitives; got --experts {cfg.n_experts}")
-    if cfg.experts is not None and cfg.experts < 1:
-        raise ConfigError(f"the number of experts must be >= 1, got {cfg.experts}")
     if cfg.policy == "gaussian" and cfg.n_experts != 1:
         raise ConfigError(f"--policy gaussian has one expert; got --experts {cfg.n_experts} (use --policy pmoe)")
-    _positive("steps", cfg.steps)
-    for name in ("eval_every", "checkpoint_every", "threads"):
-        _positive(name, getattr(cfg, name), allow_zero=True)
-    _positive("eval_episodes", cfg.eval_episodes)
-    _positive("log_every", cfg.log_every)
-    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
-        raise ConfigError(f"unknown device '{cfg.device}'; use auto, cpu, cuda or cuda:N")
-
-    net = cfg.net
-    if not net.hidden or any(h < 1 for h in net.hidden):
-        raise ConfigError(f"net.hidden must be a non-empty list of positive sizes, got {net.hidden}")
-    if net.log_std_min >= net.log_std_max:
+    if cfg.net.log_std_min >= cfg.net.log_std_max:
         raise ConfigError("net.log_std_min must be smaller than net.log_std_max")
-    _choice("net.gate_input", net.gate_input, ("detached_latent", "obs"))
-    _choice("net.eval_expert", net.eval_expert, ("sample", "argmax"))
-
-    sac = cfg.sac
-    for name in ("actor_lr", "critic_lr", "alpha_lr", "batch_size", "buffer_size", "train_freq",
-                 "gradient_steps", "target_update_interval", "init_alpha"):
-        _positive(f"sac.{name}", getattr(sac, name))
-    for name in ("learning_starts", "gate_loss_weight", "reward_scale"):
-        _positive(f"sac.{name}", getattr(sac, name), allow_zero=True)
-    if not sac.critic_hidden or any(h < 1 for h in sac.critic_hidden):
-        raise ConfigError(f"sac.critic_hidden must be a non-empty list of positive sizes, got {sac.critic_hidden}")
-    if not 0.0 <= sac.gamma <= 1.0:
-        raise ConfigError(f"sac.gamma must be in [0, 1], got {sac.gamma}")
-    if not 0.0 < sac.tau <= 1.0:
-        raise ConfigError(f"sac.tau must be in (0, 1], got {sac.tau}")
-    if isinstance(sac.ent_coef, str) and sac.ent_coef != "auto":
-        raise ConfigError(f"sac.ent_coef must be 'auto' or a number >= 0, got '{sac.ent_coef}'")
-    if isinstance(sac.ent_coef, float):
-        _positive("sac.ent_coef", sac.ent_coef, allow_zero=True)
-    if isinstance(sac.target_entropy, str) and sac.target_entropy != "auto":
-        raise ConfigError(f"sac.target_entropy must be 'auto' or a number, got '{sac.target_entropy}'")
-    _choice("sac.warmup", sac.warmup, ("policy", "uniform"))
-    _choice("sac.expert_update", sac.expert_update, ("best", "all"))
-    _choice("sac.gate_loss", sac.gate_loss, ("mse", "ce"))
-    _choice("sac.target_logp", sac.target_logp, ("component", "mixture"))
-    _choice("sac.alpha_logp", sac.alpha_logp, ("best", "mixture"))
-    _positive("sac.gumbel_tau", sac.gumbel_tau)
-    _choice("sac.score_baseline", sac.score_baseline, ("experts", "batch", "none"))
-
-    _positive("num_envs", cfg.num_envs)
-    _choice("vec_env", cfg.vec_env, ("sync", "async"))
     if cfg.algo == "sac" and cfg.num_envs != 1:
         raise ConfigError(f"SAC collects with one environment; --num-envs {cfg.num_envs} is for --algo ppo")
-    ppo = cfg.ppo
-    for name in ("n_steps", "n_epochs", "batch_size", "learning_rate", "adam_eps", "clip_range", "clip_obs",
-                 "clip_reward"):
-        _positive(f"ppo.{name}", getattr(ppo, name))
-    for name in ("ent_coef", "vf_coef", "max_grad_norm", "q_coef", "gate_loss_weight"):
-        _positive(f"ppo.{name}", getattr(ppo, name), allow_zero=True)
-    if ppo.target_kl is not None:
-        _positive("ppo.target_kl", ppo.target_kl)
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(ppo, name) <= 1.0:
-            raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(ppo, name)}")
-    for name in ("hidden", "value_hidden", "q_hidden"):
-        sizes = getattr(ppo, name)
-        if not sizes or any(h < 1 for h in sizes):
-            raise ConfigError(f"ppo.{name} must be a non-empty list of positive sizes, got {sizes}")
-    _choice("ppo.activation", ppo.activation, ("tanh", "relu"))
-    _choice("ppo.ratio", ppo.ratio, ("mixture", "component"))
-    _choice("ppo.gate_loss", ppo.gate_loss, ("mse", "ce"))
-    if cfg.algo == "ppo" and ppo.batch_size > ppo.n_steps * cfg.num_envs:
-        raise ConfigError(f"ppo.batch_size {ppo.batch_size} is larger than a rollout of ppo.n_steps x num_envs = "
-                          f"{ppo.n_steps * cfg.num_envs} transitions")
-    return cfg
-
-
-def from_dict(values: dict) -> Config:
-    cfg = Config()
-    apply_dict(cfg, values)
+    if cfg.algo == "ppo" and cfg.ppo.batch_size > cfg.ppo.n_steps * cfg.num_envs:
+        raise ConfigError(f"ppo.batch_size {cfg.ppo.batch_size} is larger than a rollout of ppo.n_steps x num_envs = "
+                          f"{cfg.ppo.n_steps * cfg.num_envs} transitions")
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"unknown device '{cfg.device}'; use auto, cpu, cuda or cuda:N")
+    cfg.experts = cfg.n_experts
     return cfg

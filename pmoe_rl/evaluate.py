@@ -14,27 +14,12 @@ import sys
 from pathlib import Path
 
 from pmoe_rl import checkpoint
+from pmoe_rl.agents.build import load_policy
 from pmoe_rl.cli import Parser, configure_cpu, resolve_device
 from pmoe_rl.config import from_dict
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import ConfigError, EnvError, cli_main
 from pmoe_rl.evaluation import eval_seed, evaluate_policy
-from pmoe_rl.policies import MixturePolicy, build_policy
-
-
-def load_policy(path: str | Path, device="cpu") -> tuple[MixturePolicy, checkpoint.Checkpoint]:
-    """Rebuild the policy saved in a checkpoint (weights only; nothing is unpickled)."""
-    ckpt = checkpoint.load(path, device=device)
-    cfg = from_dict(ckpt.meta["config"])
-    obs_dim, act_dim = ckpt.meta["observation_space"]["shape"][0], ckpt.meta["action_space"]["shape"][0]
-    policy = build_policy(cfg, obs_dim, act_dim).to(device)
-    weights = {k[len("policy."):]: v for k, v in ckpt.weights.items() if k.startswith("policy.")}
-    try:
-        policy.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise checkpoint.CheckpointError(f"checkpoint {ckpt.path} does not match its config: {exc}") from None
-    policy.eval()
-    return policy, ckpt
 
 
 def _video_env(env_id: str, seed: int, folder: Path):
@@ -68,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed + 1, "
                    "the seed of the training run's own evaluations)")
-    p.add_argument("--stochastic", action="store_true", help="sample actions instead of tanh(mean) of the expert")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of acting with the mean of the "
+                   "most probable expert (or, for runs with net.eval_expert=sample, of one drawn from the gate)")
     p.add_argument("--env", help="evaluate on another env id with the same spaces (default: the run's env)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")

@@ -1,5 +1,6 @@
-"""Gaussian-mixture maths: tanh-squashed mixtures for SAC (reference/pmoe.md §1) and plain (clipped)
-mixtures for PPO (§8).
+"""Gaussian-mixture maths: tanh-squashed mixtures for SAC and plain (clipped) mixtures for PPO, with the pieces
+every agent and the SB3 bridge share (expert choice, best expert under a critic, gate loss, gate entropy);
+docs/algorithms.md derives them.
 
 A state gives K experts with means mu_k, log-stds log sigma_k (shape (B, K, A)) and gate weights w_k
 (shape (B, K)). Expert k draws u_k ~ N(mu_k, diag sigma_k^2) and acts a_k = tanh(u_k). Log-densities
@@ -11,15 +12,19 @@ follow rlkit's ``TanhNormal``:
 Since tanh is a bijection, every expert's density of the same squashed action uses the same
 pre-squash u, so a sample's mixture density never needs atanh.
 
-PPO's experts are not squashed (the environment clips the action, reference §8), so there
+PPO's experts are not squashed (the environment clips the action), so there
 ``log pi(a|s) = logsumexp_k [ log w_k + sum_d log N(a_d; mu_kd, sigma_kd) ]`` (:class:`GaussianMixture`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+
+from pmoe_rl.options import EvalExpert, GateLoss
 
 TANH_EPS = 1e-6
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -81,6 +86,12 @@ class GaussianMixture:
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + std * eps, k
 
+    def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One reparameterised sample per expert, x_k = mu_k + sigma_k * eps (pre-squash for a
+        :class:`SquashedMixture`): (B, K, A)."""
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.log_std.exp() * eps
+
     def sample_expert(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """k ~ Cat(w(s)) for every state: (B,) int64."""
         if self.n_experts == 1:
@@ -91,7 +102,22 @@ class GaussianMixture:
         return k.clamp_(max=self.n_experts - 1)
 
     def mode_expert(self) -> torch.Tensor:
+        """The most probable expert, argmax_k w_k(s): (B,) int64."""
         return self.log_w.argmax(-1)
+
+    def acting_expert(self, deterministic: bool, eval_expert: EvalExpert = "argmax",
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """The expert that acts: drawn from Cat(w) when sampling; when acting deterministically the most probable
+        one (``eval_expert="argmax"``, a function of the observation) or one drawn from the gate (``"sample"``,
+        the official evaluation)."""
+        if deterministic and eval_expert == "argmax":
+            return self.mode_expert()
+        return self.sample_expert(generator)
+
+    def gate_entropy(self) -> torch.Tensor:
+        """H(w(s)) = -sum_k w_k log w_k, averaged over the states (no gradient)."""
+        log_w = self.log_w.detach()
+        return -(log_w.exp() * log_w).sum(-1).mean()
 
 
 class SquashedMixture(GaussianMixture):
@@ -99,14 +125,15 @@ class SquashedMixture(GaussianMixture):
     u ~ N(mu_k, sigma_k). Densities here are of the squashed action and take the pre-squash u; the inherited
     ``sample`` and ``expert_log_probs`` work on u itself (no tanh)."""
 
-    def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One reparameterised pre-squash sample per expert, u_k = mu_k + sigma_k * eps: (B, K, A)."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.log_std.exp() * eps
-
     def rsample_with_log_prob(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Each expert's reparameterised sample u_k (B, K, A) and its own log pi_k(tanh(u_k)|s) (B, K)."""
         return squashed_sample(self.mean, self.log_std, generator)
+
+    def expert_sample(self, k: torch.Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised pre-squash sample u of expert k[b] for every state and its log pi_k(tanh(u)|s):
+        (B, A), (B,). With k ~ Cat(w), tanh(u) is an exact sample of the mixture."""
+        return squashed_sample(gather_expert(self.mean, k), gather_expert(self.log_std, k), generator)
 
     def component_log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """log pi_k(tanh(u_k)|s) of each expert's own sample u (B, K, A): returns (B, K)."""
@@ -131,6 +158,33 @@ def gather_expert(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Pick expert k[b] from x of shape (B, K, ...) -> (B, ...)."""
     index = k.view(-1, *([1] * (x.dim() - 1))).expand(-1, 1, *x.shape[2:])
     return x.gather(1, index).squeeze(1)
+
+
+@torch.no_grad()
+def best_expert(actions: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """k*(s) = argmax_k score(a_k): the best of one candidate action per expert, (B, K, A) -> (B,), without
+    autograd. ``score`` maps (B, K, A) to (B, K) (a critic's value of every candidate in one call). With one
+    expert the critic is not called."""
+    if actions.shape[1] == 1:
+        return torch.zeros(actions.shape[0], dtype=torch.long, device=actions.device)
+    return score(actions).argmax(-1)
+
+
+def expert_frequencies(k: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """How often each expert appears in ``k`` (B,): (K,) fractions."""
+    return F.one_hot(k, n_experts).float().mean(0)
+
+
+def gate_loss(dist: GaussianMixture, k_star: torch.Tensor, kind: GateLoss) -> torch.Tensor:
+    """The frequency loss: the gate regresses onto how often each expert is best (docs/algorithms.md).
+
+    ``mse``: mean over B*K of (w_k - 1[k = k*])^2 (official, ``F.mse_loss``); ``ce``: -log w_{k*}.
+    """
+    if dist.n_experts == 1:
+        return torch.zeros((), device=k_star.device)
+    if kind == "ce":
+        return F.nll_loss(dist.log_w, k_star)
+    return F.mse_loss(dist.weights, F.one_hot(k_star, dist.n_experts).to(dist.log_w.dtype))
 
 
 def expert_separation(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

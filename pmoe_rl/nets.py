@@ -13,7 +13,7 @@ from torch import nn
 
 
 def fanin_init_(linear: nn.Linear, bias: float = 0.1) -> None:
-    """rlkit's ``fanin_init``: U(-1/sqrt(out_features), +) on the weight, constant bias (reference §1)."""
+    """rlkit's ``fanin_init``: U(-1/sqrt(out_features), +) on the weight, constant bias (docs/algorithms.md)."""
     bound = 1.0 / math.sqrt(linear.weight.shape[0])
     nn.init.uniform_(linear.weight, -bound, bound)
     nn.init.constant_(linear.bias, bias)
@@ -23,7 +23,7 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int | None = None, activation=n
         orthogonal: bool = False, out_gain: float = 1.0) -> nn.Sequential:
     """Linear+activation for each hidden size, then an optional linear output layer.
 
-    Init: rlkit's fan-in for the hidden layers (SAC, reference §1) or, with ``orthogonal=True``, the
+    Init: rlkit's fan-in for the hidden layers (SAC, docs/algorithms.md) or, with ``orthogonal=True``, the
     PPO convention (orthogonal, gain sqrt(2) hidden and ``out_gain`` for the output, zero biases).
     """
     layers: list[nn.Module] = []

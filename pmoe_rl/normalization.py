@@ -3,8 +3,8 @@
 :class:`ObsNormalizer` is a module whose statistics are buffers, so they travel with the policy's
 weights: a checkpoint's policy normalises exactly as it did when it was saved, and evaluation applies
 the statistics frozen. The training loop keeps the statistics in a NumPy :class:`RunningMeanStd`
-while it collects (one update per environment step, as SB3) and copies them into the module after each
-rollout. :class:`RewardNormalizer` scales rewards by the running standard deviation of the discounted
+while it collects (SB3's own class: one update per environment step, as ``VecNormalize``) and copies them
+into the module after each rollout. :class:`RewardNormalizer` scales rewards by the running standard deviation of the discounted
 return; its state is training state.
 """
 
@@ -12,33 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from torch import nn
 
 
-class RunningMeanStd:
-    """Mean and variance of a stream of batches, float64, with Chan et al.'s parallel update (as
-    ``stable_baselines3.common.running_mean_std.RunningMeanStd``, initial count 1e-4)."""
+def rms_state(stats: RunningMeanStd) -> dict:
+    """A JSON state of SB3's ``RunningMeanStd``."""
+    return {"mean": np.asarray(stats.mean).tolist(), "var": np.asarray(stats.var).tolist(), "count": stats.count}
 
-    def __init__(self, shape: tuple[int, ...] = (), mean=None, var=None, count: float = 1e-4):
-        self.mean = np.zeros(shape) if mean is None else np.array(mean, dtype=np.float64)
-        self.var = np.ones(shape) if var is None else np.array(var, dtype=np.float64)
-        self.count = float(count)
 
-    def update(self, x: np.ndarray) -> None:
-        """Add a batch (first axis)."""
-        batch_mean, batch_var, n = x.mean(0), x.var(0), x.shape[0]
-        delta, total = batch_mean - self.mean, self.count + n
-        m2 = self.var * self.count + batch_var * n + np.square(delta) * self.count * n / total
-        self.mean = self.mean + delta * n / total
-        self.var = m2 / total
-        self.count = total
-
-    def state_dict(self) -> dict:
-        return {"mean": np.asarray(self.mean).tolist(), "var": np.asarray(self.var).tolist(), "count": self.count}
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> RunningMeanStd:
-        return cls(np.shape(state["mean"]), state["mean"], state["var"], state["count"])
+def rms_from_state(state: dict) -> RunningMeanStd:
+    stats = RunningMeanStd(shape=np.shape(state["mean"]))
+    stats.mean, stats.var = np.array(state["mean"], dtype=np.float64), np.array(state["var"], dtype=np.float64)
+    stats.count = float(state["count"])
+    return stats
 
 
 class ObsNormalizer(nn.Module):
@@ -69,7 +56,8 @@ class ObsNormalizer(nn.Module):
         """A NumPy copy of the statistics for the training loop to update (None when disabled)."""
         if not self.enabled:
             return None
-        return RunningMeanStd(self.mean.shape, self.mean.cpu().numpy(), self.var.cpu().numpy(), float(self.count))
+        return rms_from_state({"mean": self.mean.cpu().numpy(), "var": self.var.cpu().numpy(),
+                               "count": float(self.count)})
 
     @torch.no_grad()
     def load_stats(self, stats: RunningMeanStd | None) -> None:
@@ -87,7 +75,7 @@ class RewardNormalizer:
     def __init__(self, n_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
         self.gamma, self.clip, self.eps = gamma, clip, eps
         self.returns = np.zeros(n_envs)
-        self.stats = RunningMeanStd(())
+        self.stats = RunningMeanStd(shape=())
 
     def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
         self.returns = self.returns * self.gamma + rewards
@@ -96,8 +84,8 @@ class RewardNormalizer:
         return np.clip(rewards / np.sqrt(self.stats.var + self.eps), -self.clip, self.clip).astype(np.float32)
 
     def state_dict(self) -> dict:
-        return {"returns": self.returns.tolist(), **self.stats.state_dict()}
+        return {"returns": self.returns.tolist(), **rms_state(self.stats)}
 
     def load_state_dict(self, state: dict) -> None:
         self.returns = np.asarray(state["returns"], dtype=np.float64)
-        self.stats = RunningMeanStd.from_state_dict(state)
+        self.stats = rms_from_state(state)

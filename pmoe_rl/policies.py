@@ -1,17 +1,18 @@
 """Policies. :class:`MixturePolicy` is PMOE's Gaussian-mixture actor for SAC; with one expert it is the
-ordinary tanh-Gaussian SAC policy (reference/pmoe.md §1). :class:`PPOPolicy` is the mixture actor for PPO
-(§8); with one expert it is PPO's usual Gaussian with a state-independent log-std.
+ordinary tanh-Gaussian SAC policy. :class:`PPOPolicy` is the mixture actor for PPO; with one expert it is PPO's
+usual Gaussian with a state-independent log-std. docs/algorithms.md describes both.
 
 Both answer ``act(obs, deterministic, generator) -> (action in [-1, 1], expert)``, which is all that
-evaluation needs."""
+evaluation needs. Deterministic acting is the most probable expert's mean by default, a function of the
+observation; ``eval_expert="sample"`` draws the expert from the gate (the official evaluation)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from pmoe_rl.config import Config
-from pmoe_rl.mixture import GaussianMixture, SquashedMixture, gather_expert, squashed_sample
+from pmoe_rl import options
+from pmoe_rl.mixture import GaussianMixture, SquashedMixture, gather_expert
 from pmoe_rl.nets import mlp
 from pmoe_rl.normalization import ObsNormalizer
 
@@ -25,9 +26,10 @@ class MixturePolicy(nn.Module):
     the trunk. K = 1 has no gate.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, n_experts: int = 4, hidden: list[int] = (256, 256),
-                 log_std_min: float = -20.0, log_std_max: float = 2.0, gate_input: str = "detached_latent",
-                 eval_expert: str = "sample", activation: type[nn.Module] = nn.ReLU):
+    def __init__(self, obs_dim: int, act_dim: int, n_experts: int = options.SAC_EXPERTS,
+                 hidden: list[int] = (256, 256), log_std_min: float = options.LOG_STD_MIN,
+                 log_std_max: float = options.LOG_STD_MAX, gate_input: options.GateInput = options.GATE_INPUT,
+                 eval_expert: options.EvalExpert = options.EVAL_EXPERT, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts = obs_dim, act_dim, n_experts
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
@@ -57,22 +59,19 @@ class MixturePolicy(nn.Module):
             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions in [-1, 1] and the expert that produced each, for a batch of observations.
 
-        Stochastic: k ~ Cat(w), a = tanh(mu_k + sigma_k eps). Deterministic: a = tanh(mu_k) with k drawn
-        from Cat(w) (``eval_expert="sample"``, the official ``MakeDeterministic``) or k = argmax w.
+        Stochastic: k ~ Cat(w), a = tanh(mu_k + sigma_k eps). Deterministic: a = tanh(mu_k) with k = argmax w
+        (``eval_expert="argmax"``) or k drawn from Cat(w) (``"sample"``, the official ``MakeDeterministic``).
         """
         dist = self(obs)
-        if deterministic and self.eval_expert == "argmax":
-            k = dist.mode_expert()
-        else:
-            k = dist.sample_expert(generator)
+        k = dist.acting_expert(deterministic, self.eval_expert, generator)
         if deterministic:
             return torch.tanh(gather_expert(dist.mean, k)), k
-        u, _ = squashed_sample(gather_expert(dist.mean, k), gather_expert(dist.log_std, k), generator)
+        u, _ = dist.expert_sample(k, generator)
         return torch.tanh(u), k
 
 
 class CompositePolicy(MixturePolicy):
-    """A unimodal tanh-Gaussian composed from K Gaussian primitives (the MoE baselines of reference §9).
+    """A unimodal tanh-Gaussian composed from K Gaussian primitives (the MoE baselines of the PMOE paper).
 
     The trunk, the K primitives' mean and log-std heads and the gate are :class:`MixturePolicy`'s; the
     action distribution is one Gaussian (so ``n_experts`` is 1 and SAC trains it by plain reparameterisation,
@@ -87,7 +86,8 @@ class CompositePolicy(MixturePolicy):
     ``primitives(obs)`` returns the K means, log-stds and weights for analysis.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, n_primitives: int = 4, head: str = "moe", **kwargs):
+    def __init__(self, obs_dim: int, act_dim: int, n_primitives: int = options.SAC_EXPERTS, head: str = "moe",
+                 **kwargs):
         if n_primitives < 2:
             raise ValueError(f"a {head} head composes at least 2 primitives, got {n_primitives}")
         super().__init__(obs_dim, act_dim, n_primitives, **kwargs)
@@ -123,12 +123,12 @@ class PPOPolicy(nn.Module):
     The observation is normalised first (:class:`ObsNormalizer`; its statistics are buffers of this
     module, so checkpoints carry them and evaluation applies them frozen). Mean MLP (tanh, orthogonal
     init, output gain 0.01) -> K*A; log-std a free parameter (K, A); gate Linear(obs -> K) + softmax on
-    the normalised observation (co-author script, reference §8). K = 1 has no gate.
+    the normalised observation (co-author script). K = 1 has no gate.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, n_experts: int = 5, hidden: list[int] = (64, 64),
-                 activation: str = "tanh", log_std_init: float = 0.0, norm_obs: bool = True, clip_obs: float = 10.0,
-                 eval_expert: str = "sample"):
+    def __init__(self, obs_dim: int, act_dim: int, n_experts: int = options.PPO_EXPERTS, hidden: list[int] = (64, 64),
+                 activation: options.Activation = "tanh", log_std_init: float = 0.0, norm_obs: bool = True,
+                 clip_obs: float = 10.0, eval_expert: options.EvalExpert = options.EVAL_EXPERT):
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts, self.eval_expert = obs_dim, act_dim, n_experts, eval_expert
         self.obs_norm = ObsNormalizer(obs_dim, norm_obs, clip_obs)
@@ -156,14 +156,14 @@ class PPOPolicy(nn.Module):
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """An unclipped action and the acting expert for normalised observations, with the fewest operations
         (this runs once per environment step). Stochastic: k ~ Cat(w), a ~ N(mu_k, sigma_k), an exact mixture
-        sample. Deterministic: mu_k of an expert drawn from Cat(w) (``eval_expert="sample"``, as
-        :class:`MixturePolicy`) or of argmax w."""
+        sample. Deterministic: mu_k of argmax w (``eval_expert="argmax"``) or of an expert drawn from Cat(w)
+        (``"sample"``), as :class:`MixturePolicy`."""
         mean = self.mean_net(norm_obs).view(-1, self.n_experts, self.act_dim)
         if self.gate is None:
             k = torch.zeros(mean.shape[0], dtype=torch.long, device=mean.device)
         else:
             dist = GaussianMixture(mean, self.log_std, torch.log_softmax(self.gate(norm_obs), dim=-1))
-            k = dist.mode_expert() if deterministic and self.eval_expert == "argmax" else dist.sample_expert(generator)
+            k = dist.acting_expert(deterministic, self.eval_expert, generator)
         mean = gather_expert(mean, k)
         if deterministic:
             return mean, k
@@ -176,16 +176,3 @@ class PPOPolicy(nn.Module):
         """clip(a, -1, 1) and the acting expert (see :meth:`sample`)."""
         action, k = self.sample(self.obs_norm(obs), deterministic, generator)
         return action.clamp(-1.0, 1.0), k
-
-
-def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | CompositePolicy | PPOPolicy:
-    net = cfg.net
-    if cfg.policy in ("moe", "mcp"):
-        return CompositePolicy(obs_dim, act_dim, cfg.n_experts, cfg.policy, hidden=net.hidden,
-                               log_std_min=net.log_std_min, log_std_max=net.log_std_max, gate_input=net.gate_input)
-    if cfg.algo == "ppo":
-        ppo = cfg.ppo
-        return PPOPolicy(obs_dim, act_dim, cfg.n_experts, ppo.hidden, ppo.activation, ppo.log_std_init, ppo.norm_obs,
-                         ppo.clip_obs, net.eval_expert)
-    return MixturePolicy(obs_dim, act_dim, cfg.n_experts, net.hidden, net.log_std_min, net.log_std_max,
-                         net.gate_input, net.eval_expert)

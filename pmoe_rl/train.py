@@ -12,94 +12,80 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import shutil
 import sys
+import typing
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
 from pmoe_rl import checkpoint
-from pmoe_rl.agents import TRAINERS
-from pmoe_rl.agents.base import RunContext
+from pmoe_rl.agents import AGENTS
+from pmoe_rl.agents.runner import RunContext, train
 from pmoe_rl.cli import Parser, configure_cpu, resolve_device
-from pmoe_rl.config import (
-    ALGOS,
-    ESTIMATOR_NAMES,
-    POLICIES,
-    Config,
-    apply_dict,
-    from_dict,
-    load_yaml,
-    set_value,
-    to_dict,
-    validate,
-)
+from pmoe_rl.config import Config, apply_dict, from_dict, load_yaml, resumable, set_value, to_dict, validate
 from pmoe_rl.envs import check_env_id, make_env
 from pmoe_rl.errors import ConfigError, RunDirError, cli_main
+from pmoe_rl.estimators import ESTIMATORS
 
-# the named flags that set a top-level config key of the same name (None defaults: unset flags leave the
-# config alone)
-FLAGS = ("env", "algo", "policy", "estimator", "experts", "steps", "seed", "device", "threads", "eval_every",
-         "eval_episodes", "checkpoint_every", "log_every", "stop_at_reward", "num_envs", "vec_env")
-# what may change when a run is resumed; everything else must match the saved config
-RESUMABLE = {"steps", "device", "threads", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
-             "stop_at_reward", "vec_env"}
+
+def _choices(annotation) -> list[str] | None:
+    """The allowed values of a Literal field (inside Optional/Union too), else None."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is typing.Literal:
+            return list(typing.get_args(arg)) + ["a number"]
+    return None
+
+
+def _describe(name: str, field, default) -> str:
+    """A field's help: its doc, then its allowed values and default."""
+    doc = " ".join((field.description or "").split())
+    choices = _choices(field.annotation)
+    if name == "estimator":
+        choices = list(ESTIMATORS)
+    parts = [f"choices: {', '.join(map(str, choices))}"] if choices else []
+    if default not in (None, ""):
+        parts.append(f"default: {default}")
+    return f"{doc} ({'; '.join(parts)})" if parts else doc
 
 
 def _hyperparameter_help() -> str:
-    lines = ["hyperparameters (set with --set KEY=VALUE or in a --config YAML file; defaults shown):"]
-
-    def walk(obj, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-            elif prefix:
-                lines.append(f"  {prefix}{f.name}={value}")
-
-    walk(Config(), "")
+    """Every option of the config's sections, once, with its doc, allowed values and default."""
+    lines = ["hyperparameters (set with --set KEY=VALUE, repeatable, values in YAML, or in a --config file):"]
+    defaults = Config()
+    for section, field in Config.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        lines.append(f"\n  {section}.*: {model.__doc__.split(chr(10))[0]}")
+        values = getattr(defaults, section)
+        for name, sub in model.model_fields.items():
+            lines.append(f"    {section}.{name}: {_describe(name, sub, getattr(values, name))}")
     return "\n".join(lines)
 
 
 def build_parser() -> Parser:
-    d = Config()
+    """The CLI: one flag per top-level config field (generated from the fields), the run-level flags, and the
+    sections' options in the epilog."""
     p = Parser(prog="python -m pmoe_rl.train", description="Train a mixture-of-experts (PMOE) or Gaussian policy "
                "on a gymnasium task with continuous actions. Writes the resolved config, logs (stdout, CSV, "
                "TensorBoard, JSON) and checkpoints to a run directory.",
                epilog=_hyperparameter_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", help="gymnasium id, e.g. Hopper-v5, HalfCheetah-v5, InvertedPendulum-v5 (required)")
-    p.add_argument("--algo", choices=ALGOS, help=f"algorithm (default: {d.algo})")
-    p.add_argument("--policy", choices=POLICIES, help=f"pmoe: Gaussian mixture (SAC: trained by --estimator; "
-                   f"PPO: mixture ratio + auxiliary Q and gate loss); gaussian: one Gaussian (plain SAC / PPO); "
-                   f"moe / mcp (SAC): one Gaussian composed from K primitives by a gated mixture of experts / a "
-                   f"multiplicative compositional policy (default: {d.policy})")
-    p.add_argument("--estimator", choices=ESTIMATOR_NAMES, help=f"actor-loss estimator of a mixture policy with "
-                   f"SAC: pmoe (best expert + gate frequency loss), gumbel (Gumbel-Softmax), score (score "
-                   f"function), mrp (marginalised reparameterisation) (default: {d.estimator})")
-    p.add_argument("--experts", type=int, metavar="K",
-                   help="number of experts K (default: 1 for gaussian; pmoe: 4 with SAC, 5 with PPO)")
-    p.add_argument("--steps", type=int, metavar="N", help=f"total environment steps (default: {d.steps})")
-    p.add_argument("--seed", type=int, help=f"random seed for env, torch, numpy (default: {d.seed})")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available)")
-    p.add_argument("--threads", type=int, help="torch CPU threads; 0 = measured default (default: 0)")
-    p.add_argument("--num-envs", type=int, metavar="N", help=f"parallel environments, PPO only (default: {d.num_envs})")
-    p.add_argument("--vec-env", choices=("sync", "async"),
-                   help="sync: all envs in this process; async: one subprocess each (default: sync)")
+    defaults = Config()
+    for name, field in Config.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            continue
+        # values are validated (and converted from text) by the config, like every other source
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                       metavar=name.upper(), help=_describe(name, field, getattr(defaults, name)))
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config values (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set any hyperparameter, e.g. --set sac.batch_size=512 (repeatable; listed below)")
     p.add_argument("--run-dir", metavar="DIR", help="where to write the run (default: runs/ENV_ALGO_POLICY_sSEED_TIME)")
-    p.add_argument("--eval-every", type=int, metavar="N",
-                   help=f"steps between evaluations, 0 = never (default: {d.eval_every})")
-    p.add_argument("--eval-episodes", type=int, metavar="N",
-                   help=f"episodes per evaluation (default: {d.eval_episodes})")
-    p.add_argument("--checkpoint-every", type=int, metavar="N",
-                   help=f"steps between checkpoints, 0 = only at the end (default: {d.checkpoint_every})")
-    p.add_argument("--log-every", type=int, metavar="N", help=f"steps between log lines (default: {d.log_every})")
-    p.add_argument("--stop-at-reward", type=float, metavar="R",
-                   help="stop once an evaluation's mean return reaches R (default: never)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint "
                    "(optionally with a larger --steps)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir (default: refuse)")
@@ -109,16 +95,16 @@ def build_parser() -> Parser:
 
 
 def _flag_values(args) -> dict:
-    return {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None}
+    return {name: getattr(args, name) for name in Config.model_fields if hasattr(args, name)}
 
 
 def resolve_config(args) -> Config:
     cfg = Config()
     if args.config:
-        apply_dict(cfg, load_yaml(args.config))
-    apply_dict(cfg, _flag_values(args))
+        cfg = apply_dict(cfg, load_yaml(args.config))
+    cfg = apply_dict(cfg, _flag_values(args))
     for assignment in args.set:
-        set_value(cfg, assignment)
+        cfg = set_value(cfg, assignment)
     return validate(cfg)
 
 
@@ -130,12 +116,11 @@ def _resume_config(args) -> tuple[Config, Path]:
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"cannot resume {run_dir}: it is not a pmoe-rl run directory (no config.yaml)")
     cfg = from_dict(load_yaml(run_dir / "config.yaml"))
-    flags = _flag_values(args)
-    changed = sorted(k for k, v in flags.items() if k not in RESUMABLE and v != getattr(cfg, k))
+    flags = apply_dict(cfg, _flag_values(args))
+    changed = sorted(k for k in _flag_values(args) if not resumable(k) and getattr(flags, k) != getattr(cfg, k))
     if changed:
         raise ConfigError(f"cannot change {', '.join(changed)} when resuming; start a new run instead")
-    apply_dict(cfg, flags)
-    return validate(cfg), run_dir
+    return validate(flags), run_dir
 
 
 def _prepare_run_dir(args, cfg: Config) -> Path:
@@ -177,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     what = f"{cfg.algo.upper()} with a {cfg.policy} policy ({cfg.n_experts} expert{'s' * (cfg.n_experts > 1)})"
     verb = f"resuming from step {resume.step}" if resume else "training"
     print(f"{verb}: {what} on {cfg.env} for {cfg.steps} steps, device {device}\nrun directory: {run_dir}", flush=True)
-    result = TRAINERS[cfg.algo](cfg, RunContext(run_dir, device, resume, args.progress))
+    result = train(AGENTS[cfg.algo], cfg, RunContext(run_dir, device, resume, args.progress))
     if result:
         print(f"last evaluation (step {result['step']}): mean return {result['mean_return']:.2f} "
               f"+/- {result['std_return']:.2f} over {len(result['returns'])} episodes")

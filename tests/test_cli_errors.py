@@ -39,23 +39,23 @@ def trained_run(tmp_path_factory):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--env", "HalfCheetah-v55"], ["unknown environment 'HalfCheetah-v55'", "HalfCheetah-v5"]),
-    (["--env", "Hopper-v5", "--algo", "dqn"], ["invalid choice: 'dqn'"]),
-    (["--env", "Hopper-v5", "--policy", "gmm"], ["invalid choice: 'gmm'"]),
-    (["--env", "Hopper-v5", "--experts", "0"], ["number of experts must be >= 1"]),
+    (["--env", "Hopper-v5", "--algo", "dqn"], ["algo: should be 'sac' or 'ppo' (got 'dqn')"]),
+    (["--env", "Hopper-v5", "--policy", "gmm"], ["policy: should be 'pmoe', 'gaussian', 'moe' or 'mcp' (got 'gmm')"]),
+    (["--env", "Hopper-v5", "--experts", "0"], ["experts: should be greater than 0"]),
     (["--env", "Hopper-v5", "--policy", "gaussian", "--experts", "3"], ["one expert"]),
-    (["--env", "Hopper-v5", "--steps", "0"], ["steps must be > 0"]),
-    (["--env", "Hopper-v5", "--steps", "ten"], ["invalid int value: 'ten'"]),
-    (["--env", "Hopper-v5", "--set", "sac.actor_lr=-0.001"], ["sac.actor_lr must be > 0"]),
+    (["--env", "Hopper-v5", "--steps", "0"], ["steps: should be greater than 0"]),
+    (["--env", "Hopper-v5", "--steps", "ten"], ["steps: should be a valid integer", "'ten'"]),
+    (["--env", "Hopper-v5", "--set", "sac.actor_lr=-0.001"], ["sac.actor_lr: should be greater than 0"]),
     (["--env", "Hopper-v5", "--set", "sac.gama=0.9"], ["unknown config key 'sac.gama'", "gamma"]),
-    (["--env", "Hopper-v5", "--set", "sac.batch_size=big"], ["sac.batch_size must be an integer"]),
-    (["--env", "Hopper-v5", "--set", "sac.gate_loss=l1"], ["unknown sac.gate_loss 'l1'"]),
+    (["--env", "Hopper-v5", "--set", "sac.batch_size=big"], ["sac.batch_size: should be a valid integer"]),
+    (["--env", "Hopper-v5", "--set", "sac.gate_loss=l1"], ["sac.gate_loss: should be 'mse' or 'ce' (got 'l1')"]),
     (["--env", "Hopper-v5", "--set", "novalue"], ["--set expects KEY=VALUE"]),
     (["--env", "Hopper-v5", "--config", "/nonexistent/cfg.yaml"], ["config file not found"]),
     (["--env", "Hopper-v5", "--device", "tpu"], ["unknown device 'tpu'"]),
     (["--env", "Hopper-v5", "--num-envs", "4"], ["SAC collects with one environment", "--algo ppo"]),
-    (["--env", "Hopper-v5", "--algo", "ppo", "--num-envs", "0"], ["num_envs must be > 0"]),
-    (["--env", "Hopper-v5", "--algo", "ppo", "--vec-env", "threads"], ["invalid choice: 'threads'"]),
-    (["--env", "Hopper-v5", "--algo", "ppo", "--set", "ppo.clip_range=-0.2"], ["ppo.clip_range must be > 0"]),
+    (["--env", "Hopper-v5", "--algo", "ppo", "--num-envs", "0"], ["num_envs: should be greater than 0"]),
+    (["--env", "Hopper-v5", "--algo", "ppo", "--vec-env", "threads"], ["vec_env: should be 'sync' or 'async' (got 'threads')"]),
+    (["--env", "Hopper-v5", "--algo", "ppo", "--set", "ppo.clip_range=-0.2"], ["ppo.clip_range: should be greater than 0"]),
     (["--env", "CartPole-v1", "--run-dir", "{tmp}/cp"], ["Discrete action space"]),
     ([], ["no environment given"]),
 ])
@@ -156,16 +156,39 @@ def test_real_entry_point_exit_code_and_single_line(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing was created
 
 
-def test_help_lists_every_option_with_its_default(capsys):
+def test_help_lists_every_option_once_with_its_default_and_choices(capsys):
+    """Every config field appears exactly once in --help (a flag for the top-level ones, a KEY for --set for the
+    sections'), with its default and, for a choice, the allowed values — all generated from the config."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from pmoe_rl.config import Config
+
     with pytest.raises(SystemExit) as exc:
         train.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for text in ["--env", "--algo", "--policy", "--experts", "--steps", "--seed", "--device", "--config",
-                 "--run-dir", "--eval-every", "--eval-episodes", "--checkpoint-every", "--resume", "--overwrite",
-                 "--set", "5 with PPO", "default: 1000000", "sac.batch_size=256",
-                 "sac.gate_loss=mse", "net.eval_expert=sample", "sac.target_logp=component", "--num-envs", "--vec-env",
-                 "ppo.n_steps=2048", "ppo.ratio=mixture", "ppo.norm_obs=True"]:
+    lines = out.replace("\n                        ", " ").splitlines()  # argparse wraps a flag's help
+    defaults = Config()
+    checked = 0
+    for name, field in Config.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            keys = [(f"{name}.{sub}:", f, getattr(getattr(defaults, name), sub)) for sub, f in section.model_fields.items()]
+        else:
+            keys = [(f"--{name.replace('_', '-')} ", field, getattr(defaults, name))]
+        for key, f, default in keys:
+            hits = [line for line in lines if line.strip().startswith(key)]
+            assert len(hits) == 1, (key, hits)
+            if default not in (None, ""):
+                assert f"default: {default}" in hits[0], hits[0]
+            if typing.get_origin(f.annotation) is typing.Literal:
+                assert f"choices: {', '.join(typing.get_args(f.annotation))}" in hits[0], hits[0]
+            checked += 1
+    assert checked > 60
+    for text in ["5 with PPO", "--config", "--run-dir", "--resume", "--overwrite", "--set",
+                 "pmoe (best expert", "choices: pmoe, gumbel, score, mrp"]:
         assert text in out, text
     json.dumps(out)  # printable
 

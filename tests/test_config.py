@@ -12,59 +12,67 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 @pytest.mark.parametrize("name, algo", [("pmoe_sac.yaml", "sac"), ("pmoe_ppo.yaml", "ppo")])
 def test_reference_config_equals_the_built_in_defaults(name, algo):
-    cfg = Config(env="Hopper-v5")
-    apply_dict(cfg, load_yaml(CONFIGS / name))
+    cfg = apply_dict(Config(env="Hopper-v5"), load_yaml(CONFIGS / name))
     assert validate(cfg) == validate(Config(env="Hopper-v5", algo=algo))
 
 
 @pytest.mark.parametrize("name", ["gaussian_sac.yaml", "sb3_sac.yaml", "gaussian_ppo.yaml", "sb3_ppo.yaml"])
 def test_shipped_configs_validate(name):
-    cfg = Config(env="Hopper-v5")
-    apply_dict(cfg, load_yaml(CONFIGS / name))
-    validate(cfg)
+    validate(apply_dict(Config(env="Hopper-v5"), load_yaml(CONFIGS / name)))
 
 
 def test_precedence_and_typed_overrides():
-    cfg = Config(env="Hopper-v5")
-    apply_dict(cfg, {"sac": {"batch_size": 128}, "net": {"hidden": [64, 64]}})
-    set_value(cfg, "sac.batch_size=512")
-    set_value(cfg, "sac.ent_coef=0.1")
-    set_value(cfg, "net.hidden=[8, 8, 8]")
-    set_value(cfg, "stop_at_reward=null")
+    cfg = apply_dict(Config(env="Hopper-v5"), {"sac": {"batch_size": 128}, "net": {"hidden": [64, 64]}})
+    assert cfg.sac.batch_size == 128 and cfg.sac.gamma == 0.99  # the rest of the section keeps its defaults
+    cfg = set_value(cfg, "sac.batch_size=512")
+    cfg = set_value(cfg, "sac.ent_coef=0.1")
+    cfg = set_value(cfg, "net.hidden=[8, 8, 8]")
+    cfg = set_value(cfg, "stop_at_reward=null")
+    cfg = set_value(cfg, "sac.actor_lr=1e-3")  # YAML reads 1e-3 as text; the float field converts it
     assert cfg.sac.batch_size == 512 and cfg.sac.ent_coef == 0.1 and cfg.net.hidden == [8, 8, 8]
-    set_value(cfg, "sac.ent_coef=auto")
-    assert cfg.sac.ent_coef == "auto"
+    assert cfg.sac.actor_lr == 0.001 and cfg.net.hidden == [8, 8, 8]
+    assert set_value(cfg, "sac.ent_coef=auto").sac.ent_coef == "auto"
     assert Config(env="x", policy="gaussian").n_experts == 1 and Config(env="x").n_experts == 4
     assert Config(env="x", algo="ppo").n_experts == 5 and Config(env="x", algo="ppo", policy="gaussian").n_experts == 1
 
 
+def test_validate_stores_the_number_of_experts_used():
+    assert Config(env="x").experts is None
+    assert validate(Config(env="x", algo="ppo")).experts == 5
+    assert validate(Config(env="x", policy="gaussian")).experts == 1
+    with pytest.raises(ConfigError, match="batch_size: should be greater than 0"):
+        Config().sac.batch_size = 0  # every assignment is validated
+
+
 @pytest.mark.parametrize("assignment, message", [
-    ("sac.tau=0", "sac.tau must be in (0, 1]"),
-    ("sac.gamma=1.5", "sac.gamma must be in [0, 1]"),
-    ("sac.ent_coef=-1", "sac.ent_coef must be >= 0"),
-    ("sac.ent_coef=sometimes", "sac.ent_coef must be 'auto'"),
-    ("net.hidden=[]", "net.hidden must be a non-empty list"),
+    ("sac.tau=0", "sac.tau: should be greater than 0 (got 0)"),
+    ("sac.gamma=1.5", "sac.gamma: should be less than or equal to 1"),
+    ("sac.ent_coef=-1", "sac.ent_coef: should be 'auto' or should be greater than or equal to 0 (got -1)"),
+    ("sac.ent_coef=sometimes", "sac.ent_coef: should be 'auto' or should be a valid number"),
+    ("net.hidden=[]", "net.hidden: List should have at least 1 item"),
+    ("net.hidden=[8, 0]", "net.hidden[1]: should be greater than 0"),
     ("net.log_std_min=5", "log_std_min must be smaller"),
-    ("net.eval_expert=best", "unknown net.eval_expert 'best'"),
-    ("eval_episodes=0", "eval_episodes must be > 0"),
+    ("net.eval_expert=best", "net.eval_expert: should be 'argmax' or 'sample' (got 'best')"),
+    ("eval_episodes=0", "eval_episodes: should be greater than 0"),
     ("num_envs=2", "SAC collects with one environment"),
-    ("vec_env=threads", "unknown vec_env 'threads'"),
-    ("ppo.gae_lambda=1.5", "ppo.gae_lambda must be in [0, 1]"),
-    ("ppo.ratio=expert", "unknown ppo.ratio 'expert'"),
-    ("ppo.n_steps=0", "ppo.n_steps must be > 0"),
-    ("ppo.q_hidden=[]", "ppo.q_hidden must be a non-empty list"),
+    ("vec_env=threads", "vec_env: should be 'sync' or 'async' (got 'threads')"),
+    ("ppo.gae_lambda=1.5", "ppo.gae_lambda: should be less than or equal to 1"),
+    ("ppo.ratio=expert", "ppo.ratio: should be 'mixture' or 'component' (got 'expert')"),
+    ("ppo.n_steps=0", "ppo.n_steps: should be greater than 0"),
+    ("ppo.q_hidden=[]", "ppo.q_hidden: List should have at least 1 item"),
+    ("steps=1.5", "steps: should be a valid integer, got a number with a fractional part"),
+    ("sac.gumbel_hard=maybe", "sac.gumbel_hard: should be a valid boolean"),
+    ("estimator=pmeo", "unknown estimator 'pmeo' (did you mean 'pmoe'?); choose from pmoe, gumbel, score, mrp"),
+    ("sac.batchsize=3", "unknown config key 'sac.batchsize'; did you mean batch_size?"),
 ])
 def test_invalid_values_name_the_key(assignment, message):
-    cfg = Config(env="Hopper-v5")
-    with pytest.raises(ConfigError, match=None) as exc:
-        set_value(cfg, assignment)
-        validate(cfg)
+    with pytest.raises(ConfigError) as exc:
+        validate(set_value(Config(env="Hopper-v5"), assignment))
     assert message in str(exc.value)
 
 
 def test_ppo_minibatch_larger_than_the_rollout_is_refused():
-    cfg = Config(env="Hopper-v5", algo="ppo", num_envs=2)
-    set_value(cfg, "ppo.n_steps=64")
-    set_value(cfg, "ppo.batch_size=256")
+    cfg = set_value(Config(env="Hopper-v5", algo="ppo", num_envs=2), "ppo.n_steps=64")
+    cfg = set_value(cfg, "ppo.batch_size=256")
     with pytest.raises(ConfigError, match="larger than a rollout of ppo.n_steps x num_envs = 128"):
         validate(cfg)

@@ -4,9 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pmoe_rl.config import SACConfig
-from pmoe_rl.estimators import best_expert, gate_loss, pmoe
-from pmoe_rl.mixture import SquashedMixture, gather_expert
+from pmoe_rl.estimators import PMOE, ActorBatch
+from pmoe_rl.mixture import SquashedMixture, best_expert, gate_loss, gather_expert
 from pmoe_rl.policies import MixturePolicy
 
 TARGET = torch.tensor([0.3, -0.5])
@@ -32,7 +31,7 @@ def forward(k=3, b=32, seed=0):
 
 def test_best_expert_is_argmax_of_q():
     _, obs, dist, u, _ = forward()
-    k_star = best_expert(obs, torch.tanh(u), toy_q)
+    k_star = best_expert(torch.tanh(u), lambda a: toy_q(obs, a))
     q = torch.stack([toy_q(obs, torch.tanh(u[:, k])) for k in range(3)], -1)
     assert torch.equal(k_star, q.argmax(-1))
     assert len(set(k_star.tolist())) > 1  # the test exercises several experts
@@ -41,8 +40,8 @@ def test_best_expert_is_argmax_of_q():
 def test_actor_loss_value_and_gradient_reach_only_the_best_expert():
     policy, obs, dist, u, logp = forward()
     alpha = torch.tensor(0.2)
-    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
-    out = pmoe(dist, u, logp, k_star, obs, toy_q, alpha, SACConfig())
+    k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
+    out = PMOE()(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
     rows = torch.arange(32)
     expected = (alpha * logp[rows, k_star] - toy_q(obs, torch.tanh(u[rows, k_star]))).mean()
     torch.testing.assert_close(out["policy_loss"], expected)
@@ -58,7 +57,7 @@ def test_actor_loss_value_and_gradient_reach_only_the_best_expert():
 
 def test_gate_receives_only_the_mse_frequency_gradient():
     policy, obs, dist, u, logp = forward()
-    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
+    k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
     g = gate_loss(dist, k_star, "mse")
     onehot = F.one_hot(k_star, 3).float()
     w = dist.weights.detach()
@@ -89,16 +88,15 @@ def test_gate_regresses_onto_best_expert_frequencies():
 
 def test_cross_entropy_gate_option():
     _, obs, dist, u, _ = forward()
-    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
+    k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
     torch.testing.assert_close(gate_loss(dist, k_star, "ce"), -dist.log_w[torch.arange(32), k_star].mean())
 
 
 def test_all_experts_option_sums_every_experts_loss():
     _, obs, dist, u, logp = forward()
     alpha = torch.tensor(0.1)
-    cfg = SACConfig(expert_update="all")
-    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
-    out = pmoe(dist, u, logp, k_star, obs, toy_q, alpha, cfg)
+    k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
+    out = PMOE(expert_update="all")(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
     q = torch.stack([toy_q(obs, torch.tanh(u[:, k])) for k in range(3)], -1)
     torch.testing.assert_close(out["policy_loss"], (alpha * logp - q).sum(-1).mean())
     out["policy_loss"].backward()
@@ -108,17 +106,17 @@ def test_all_experts_option_sums_every_experts_loss():
 def test_single_expert_is_plain_sac_actor_loss():
     _, obs, dist, u, logp = forward(k=1)
     alpha = torch.tensor(0.3)
-    k_star = best_expert(obs, torch.tanh(u), toy_q)
+    k_star = best_expert(torch.tanh(u), lambda a: toy_q(obs, a))
     assert k_star.eq(0).all()
-    out = pmoe(dist, u, logp, k_star, obs, toy_q, alpha, SACConfig())
-    assert out["gate_loss"].item() == 0
+    out = PMOE()(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
+    assert "gate_loss" not in out  # one expert has no gate
     torch.testing.assert_close(out["loss"], (alpha * logp[:, 0] - toy_q(obs, torch.tanh(u[:, 0]))).mean())
 
 
 @pytest.mark.parametrize("weight", [0.0, 2.5])
 def test_gate_loss_weight(weight):
     _, obs, dist, u, logp = forward()
-    k_star = best_expert(obs, torch.tanh(u.detach()), toy_q)
-    out = pmoe(dist, u, logp, k_star, obs, toy_q, torch.tensor(0.2), SACConfig(gate_loss_weight=weight))
+    k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
+    out = PMOE(gate_loss_weight=weight)(ActorBatch(obs, dist, u, logp, k_star), toy_q, torch.tensor(0.2))
     torch.testing.assert_close(out["loss"], out["policy_loss"] + weight * out["gate_loss"])
     assert gather_expert(logp, k_star).shape == (32,)

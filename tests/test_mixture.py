@@ -109,12 +109,26 @@ def test_log_std_is_clamped():
     assert policy(torch.randn(4, 3)).log_std.min().item() == pytest.approx(-1.0)
 
 
-def test_argmax_eval_expert_picks_largest_weight():
-    policy = MixturePolicy(3, 2, n_experts=3, hidden=[8], eval_expert="argmax")
+def test_deterministic_acting_is_the_most_probable_experts_mean_by_default():
+    policy = MixturePolicy(3, 2, n_experts=3, hidden=[8], gate_input="obs")
+    with torch.no_grad():
+        policy.gate.weight.normal_(0, 3.0)  # gate weights that differ between states
     obs = torch.randn(10, 3)
-    _, k = policy.act(obs, deterministic=True)
-    assert torch.equal(k, policy(obs).log_w.argmax(-1))
-    assert torch.isfinite(policy(obs).mixture_log_prob(torch.zeros(10, 2))).all()
+    action, k = policy.act(obs, deterministic=True)
+    dist = policy(obs)
+    assert torch.equal(k, dist.log_w.argmax(-1)) and len(set(k.tolist())) > 1
+    torch.testing.assert_close(action, torch.tanh(gather_expert(dist.mean, k)))
+    torch.rand(1)
+    assert torch.equal(policy.act(obs, deterministic=True)[0], action)  # a function of the observation
+    assert torch.isfinite(dist.mixture_log_prob(torch.zeros(10, 2))).all()
+
+
+def test_sample_eval_expert_draws_the_expert_from_the_gate():
+    policy = MixturePolicy(3, 2, n_experts=3, hidden=[8], eval_expert="sample")
+    obs = torch.randn(1, 3).expand(20000, 3)
+    _, k = policy.act(obs, deterministic=True, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(k, minlength=3) / 20000
+    torch.testing.assert_close(freq, policy(obs[:1]).weights[0], atol=0.02, rtol=0)
 
 
 def test_rsample_with_log_prob_matches_component_log_prob_in_value_and_gradient():

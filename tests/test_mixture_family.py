@@ -6,11 +6,9 @@ import torch
 from conftest import SMALL
 from torch import distributions as D
 
-from pmoe_rl import train
-from pmoe_rl.config import SACConfig
+from pmoe_rl import load_policy, train
 from pmoe_rl.errors import cli_main
-from pmoe_rl.estimators import ESTIMATORS, gumbel, mrp, score
-from pmoe_rl.evaluate import load_policy
+from pmoe_rl.estimators import MRP, ActorBatch, Gumbel, Score
 from pmoe_rl.mixture import expert_separation
 from pmoe_rl.policies import CompositePolicy, MixturePolicy
 
@@ -31,7 +29,7 @@ def _policy(k=3, seed=0):
     return policy
 
 
-def _loss_with_fixed_noise(policy, obs, eps, estimator, cfg, gumbels=None):
+def _loss_with_fixed_noise(policy, obs, eps, estimator, gumbels=None):
     """The estimator's loss as a deterministic function of the parameters (its noise held fixed)."""
     dist = policy(obs)
     u = dist.mean + dist.log_std.exp() * eps
@@ -41,29 +39,29 @@ def _loss_with_fixed_noise(policy, obs, eps, estimator, cfg, gumbels=None):
         original = torch.Tensor.exponential_
         torch.Tensor.exponential_ = lambda self, *a, **k: self.copy_(next(it))
         try:
-            return estimator(dist, u, logp, None, obs, toy_q, torch.tensor(0.2, dtype=torch.float64), cfg)["loss"]
+            return estimator(ActorBatch(obs, dist, u, logp), toy_q, torch.tensor(0.2, dtype=torch.float64))["loss"]
         finally:
             torch.Tensor.exponential_ = original
-    return estimator(dist, u, logp, None, obs, toy_q, torch.tensor(0.2, dtype=torch.float64), cfg)["loss"]
+    return estimator(ActorBatch(obs, dist, u, logp), toy_q, torch.tensor(0.2, dtype=torch.float64))["loss"]
 
 
-@pytest.mark.parametrize("name, cfg", [("gumbel", SACConfig(gumbel_tau=0.7, gumbel_hard=False)), ("mrp", SACConfig())])
-def test_pathwise_estimators_match_finite_differences(name, cfg):
+@pytest.mark.parametrize("name, estimator", [("gumbel", Gumbel(gumbel_tau=0.7, gumbel_hard=False)), ("mrp", MRP())])
+def test_pathwise_estimators_match_finite_differences(name, estimator):
     policy = _policy()
     obs = torch.randn(6, 4, dtype=torch.float64)
     eps = torch.randn(6, 3, 2, dtype=torch.float64)
     expo = torch.empty(6, 3, dtype=torch.float64).exponential_() if name == "gumbel" else None
     params = list(policy.parameters())
-    loss = _loss_with_fixed_noise(policy, obs, eps, ESTIMATORS[name], cfg, expo)
+    loss = _loss_with_fixed_noise(policy, obs, eps, estimator, expo)
     grads = torch.autograd.grad(loss, params)
     h = 1e-6
     for p, g in zip(params, grads):
         for idx in [tuple(torch.randint(0, s, (1,)).item() for s in p.shape) for _ in range(4)]:
             with torch.no_grad():
                 p[idx] += h
-                up = _loss_with_fixed_noise(policy, obs, eps, ESTIMATORS[name], cfg, expo)
+                up = _loss_with_fixed_noise(policy, obs, eps, estimator, expo)
                 p[idx] -= 2 * h
-                down = _loss_with_fixed_noise(policy, obs, eps, ESTIMATORS[name], cfg, expo)
+                down = _loss_with_fixed_noise(policy, obs, eps, estimator, expo)
                 p[idx] += h
             assert g[idx].item() == pytest.approx(((up - down) / (2 * h)).item(), rel=1e-4, abs=1e-7)
 
@@ -74,7 +72,7 @@ def test_mrp_loss_is_the_expected_sac_loss_over_the_experts():
     dist = policy(obs)
     u, logp = dist.rsample_with_log_prob()
     alpha = torch.tensor(0.2, dtype=torch.float64)
-    loss = mrp(dist, u, logp, None, obs, toy_q, alpha, SACConfig())["loss"]
+    loss = MRP()(ActorBatch(obs, dist, u, logp), toy_q, alpha)["loss"]
     per_expert = torch.stack([alpha * dist.mixture_log_prob(u[:, k]) - toy_q(obs, torch.tanh(u[:, k]))
                               for k in range(3)], -1)
     torch.testing.assert_close(loss, (dist.weights * per_expert).sum(-1).mean())
@@ -85,8 +83,8 @@ def test_gumbel_hard_acts_with_one_expert_but_differentiates_the_relaxation():
     obs = torch.randn(64, 4, dtype=torch.float64)
     dist = policy(obs)
     u, logp = dist.rsample_with_log_prob()
-    cfg = SACConfig(gumbel_hard=True, gumbel_tau=0.5)
-    out = gumbel(dist, u, logp, None, obs, lambda o, a: toy_q(o, a), torch.tensor(0.0, dtype=torch.float64), cfg)
+    out = Gumbel(gumbel_hard=True, gumbel_tau=0.5)(ActorBatch(obs, dist, u, logp), toy_q,
+                                                   torch.tensor(0.0, dtype=torch.float64))
     out["loss"].backward()
     assert policy.gate.weight.grad.abs().sum() > 0  # the straight-through gradient reaches the gate
 
@@ -100,13 +98,13 @@ def test_score_gradient_is_unbiased_for_the_gate(baseline):
     dist1 = policy(obs1)
     u1 = dist1.rsample().detach()
     alpha = torch.tensor(0.2, dtype=torch.float64)
-    exact = torch.autograd.grad(mrp(policy(obs1), u1, None, None, obs1, toy_q, alpha, SACConfig())["loss"],
+    exact = torch.autograd.grad(MRP()(ActorBatch(obs1, policy(obs1), u1, None), toy_q, alpha)["loss"],
                                 policy.gate.weight)[0]
     n = 40_000
     obs, u = obs1.expand(n, 4), u1.expand(n, 3, 2)
     torch.manual_seed(2)
     dist = policy(obs)
-    loss = score(dist, u, None, None, obs, toy_q, alpha, SACConfig(score_baseline=baseline))["loss"]
+    loss = Score(score_baseline=baseline)(ActorBatch(obs, dist, u, None), toy_q, alpha)["loss"]
     estimate = torch.autograd.grad(loss, policy.gate.weight)[0]
     torch.testing.assert_close(estimate, exact, atol=0.03 * exact.abs().max().item(), rtol=0.05)
 

@@ -110,7 +110,7 @@ def goals_from_origin(run_dir, policy: str, seed: int, steps: int):
     assert cli_main(train.main, ["--env", ENV, "--policy", policy, "--seed", str(seed), "--steps", str(steps),
                                  "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1000000",
                                  "--threads", "1", "--run-dir", str(run_dir), "--no-progress"]) == 0
-    trained, _ = evaluate.load_policy(run_dir)
+    trained, _ = load_policy(run_dir)
     env = analysis_env(ENV)
     goals = [ep.goal for ep in run_episodes(trained, env, 20, seed=0, deterministic=False)]
     env.close()

@@ -11,13 +11,13 @@ import torch
 from torch import distributions as D
 
 from pmoe_rl import checkpoint, train
-from pmoe_rl.agents.base import EpisodeStats
+from pmoe_rl.agents.runner import EpisodeStats
 from pmoe_rl.agents.ppo import PPO, Rollouts
 from pmoe_rl.buffers import compute_gae
 from pmoe_rl.config import Config, validate
 from pmoe_rl.envs import make_env, make_vec_env
 from pmoe_rl.errors import cli_main
-from pmoe_rl.normalization import RewardNormalizer, RunningMeanStd
+from pmoe_rl.normalization import RewardNormalizer
 from pmoe_rl.policies import PPOPolicy
 
 
@@ -95,6 +95,7 @@ def test_policy_samples_come_from_the_mixture():
 
 
 def test_running_normalisation_matches_sb3_vecnormalize_on_hopper():
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     sb3 = VecNormalize(DummyVecEnv([lambda: make_env("Hopper-v5")]), gamma=0.99)
@@ -102,7 +103,7 @@ def test_running_normalisation_matches_sb3_vecnormalize_on_hopper():
     sb3_obs = sb3.reset()
     envs = make_vec_env("Hopper-v5", 1)
     obs, _ = envs.reset(seed=0)
-    rms, reward_norm = RunningMeanStd((11,)), RewardNormalizer(1, gamma=0.99)
+    rms, reward_norm = RunningMeanStd(shape=(11,)), RewardNormalizer(1, gamma=0.99)
     policy = PPOPolicy(11, 3, 1)
     rng = np.random.default_rng(0)
     dones = 0

@@ -13,17 +13,20 @@ from torch import distributions as D
 
 from pmoe_rl import train
 from pmoe_rl.errors import CheckpointError, cli_main
-from pmoe_rl.evaluate import load_policy
+from pmoe_rl import load_policy
 from pmoe_rl.sb3 import PMOEPPO, PMOESAC, MixtureActorCriticPolicy, MixtureSACPolicy, from_checkpoint
 
 SAC_SMALL = dict(learning_starts=64, batch_size=32, buffer_size=5000)
 PPO_SMALL = dict(n_steps=128, batch_size=64, n_epochs=2)
 
 
-def predict_seeded(model, obs, seed=0):
-    """Deterministic acting draws the expert from the gate (pmoe-rl's default): seed torch for comparisons."""
-    torch.manual_seed(seed)
-    return model.predict(obs, deterministic=True)[0]
+def predict_deterministic(model, obs):
+    """``predict(obs, deterministic=True)``, checked to be a function of the observation (SB3's contract): a second
+    call, with the torch generator moved on, gives the same actions."""
+    first = model.predict(obs, deterministic=True)[0]
+    torch.rand(1)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], first)
+    return first
 
 
 def observations(model, n=32):
@@ -33,10 +36,10 @@ def observations(model, n=32):
 @pytest.mark.parametrize("make", [
     lambda env: PMOESAC("MlpPolicy", env, policy_kwargs=dict(n_experts=3, net_arch=[32, 32]), seed=0, **SAC_SMALL),
     lambda env: PMOESAC(MixtureSACPolicy, env, policy_kwargs=dict(n_experts=2, gate_input="obs", net_arch=[32, 32]),
-                        gate_loss="ce", expert_update="all", seed=0, **SAC_SMALL),
+                        gate_loss="ce", expert_update="all", warmup="policy", seed=0, **SAC_SMALL),
     lambda env: SAC(MixtureSACPolicy, env, policy_kwargs=dict(n_experts=3, net_arch=[32, 32]), seed=0, **SAC_SMALL),
     lambda env: PPO(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=4), seed=0, **PPO_SMALL),
-    lambda env: A2C(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=2, eval_expert="argmax"), seed=0),
+    lambda env: A2C(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=2), seed=0),
     lambda env: PMOEPPO("MlpPolicy", env, seed=0, **PPO_SMALL),
 ], ids=["PMOESAC", "PMOESAC-options", "SAC+MixtureSACPolicy", "PPO+MixtureActorCriticPolicy",
         "A2C+MixtureActorCriticPolicy", "PMOEPPO"])
@@ -50,10 +53,10 @@ def test_train_save_load_predict_identically(make, tmp_path):
     saved, original = loaded.policy._get_constructor_parameters(), model.policy._get_constructor_parameters()
     for key in ("n_experts", "eval_expert", "q_net_arch", "gate_input"):
         assert saved.get(key) == original.get(key), key
-    for key in ("expert_update", "gate_loss", "gate_loss_weight", "target_logp", "alpha_logp", "q_coef"):
+    for key in ("expert_update", "gate_loss", "gate_loss_weight", "target_logp", "alpha_logp", "warmup", "q_coef"):
         assert getattr(loaded, key, None) == getattr(model, key, None), key
     obs = observations(model)
-    np.testing.assert_array_equal(predict_seeded(loaded, obs), predict_seeded(model, obs))
+    np.testing.assert_array_equal(predict_deterministic(loaded, obs), predict_deterministic(model, obs))
     for (name, a), b in zip(model.policy.state_dict().items(), loaded.policy.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     actions, _ = loaded.predict(obs[0])  # stochastic, a single observation
@@ -142,13 +145,12 @@ def test_native_checkpoints_open_as_sb3_models_with_the_same_actions(algo, tmp_p
     model = from_checkpoint(run)
     assert type(model) is expected
     obs = observations(model, 64)
-    torch.manual_seed(0)
     native = policy.act(torch.as_tensor(obs), deterministic=True)[0].numpy()
-    np.testing.assert_allclose(predict_seeded(model, obs), native, atol=1e-6)
+    np.testing.assert_allclose(predict_deterministic(model, obs), native, atol=1e-6)
     # ... and it is now an ordinary SB3 model: save, load, evaluate, keep training
     model.save(tmp_path / "sb3.zip")
     loaded = expected.load(tmp_path / "sb3.zip", env=model.get_env())
-    np.testing.assert_allclose(predict_seeded(loaded, obs), native, atol=1e-6)
+    np.testing.assert_allclose(predict_deterministic(loaded, obs), native, atol=1e-6)
     mean, _ = evaluate_policy(loaded, loaded.get_env(), n_eval_episodes=2)
     assert np.isfinite(mean)
     loaded.learn(300 if algo == "sac" else 256)

@@ -14,7 +14,7 @@ from pmoe_rl import checkpoint, evaluate, train
 from pmoe_rl.agents.sac import SAC
 from pmoe_rl.config import Config, from_dict
 from pmoe_rl.errors import cli_main
-from pmoe_rl.evaluate import load_policy
+from pmoe_rl import load_policy
 
 SB3_KEYS = ["rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "time/total_timesteps", "train/actor_loss",
             "train/critic_loss", "train/ent_coef", "eval/mean_reward", "eval/mean_ep_length"]
@@ -102,7 +102,7 @@ def test_checkpoint_round_trip_gives_identical_deterministic_actions(tmp_path):
     with torch.no_grad():  # move away from the near-zero initial heads
         for p in agent.policy.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    meta = {"algo": "sac", "env_id": cfg.env, "config": json.loads(json.dumps(cfg.__dict__, default=vars)),
+    meta = {"algo": "sac", "env_id": cfg.env, "config": cfg.model_dump(),
             "observation_space": checkpoint.describe_box(env.observation_space),
             "action_space": checkpoint.describe_box(env.unwrapped.action_space)}
     checkpoint.save(tmp_path, 7, agent.weights(), meta, state={"optim": agent.optim_state()})

@@ -1,5 +1,7 @@
-"""One readable file per algorithm. ``TRAINERS[algo](cfg, ctx)`` runs a training."""
+"""One readable file per algorithm, each an :class:`~pmoe_rl.agents.runner.Agent` on the shared run skeleton:
+``runner.train(AGENTS[algo], cfg, ctx)`` runs a training."""
 
-from pmoe_rl.agents import ppo, sac
+from pmoe_rl.agents.ppo import PPO
+from pmoe_rl.agents.sac import SAC
 
-TRAINERS = {"sac": sac.train, "ppo": ppo.train}
+AGENTS = {"sac": SAC, "ppo": PPO}

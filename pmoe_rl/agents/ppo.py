@@ -1,4 +1,4 @@
-"""PPO with Gaussian and mixture policies, and PMOE-PPO (reference/pmoe.md §8), CleanRL-style.
+"""PPO with Gaussian and mixture policies, and PMOE-PPO (docs/algorithms.md), CleanRL-style.
 
 Rollout: ``num_envs`` environments step ``n_steps`` times with k ~ Cat(w(s)), a ~ N(mu_k, sigma_k)
 (the env acts on clip(a, -1, 1)); stored: the normalised observation, a, k, log pi_old(a|s) (the
@@ -22,32 +22,27 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pmoe_rl import checkpoint
-from pmoe_rl.agents.base import EpisodeStats, Recorder, RunContext
+from pmoe_rl.agents.build import build_policy
+from pmoe_rl.agents.runner import Agent, EpisodeStats
 from pmoe_rl.buffers import compute_gae
-from pmoe_rl.config import Config, to_dict
-from pmoe_rl.envs import make_env, make_vec_env, seed_everything
-from pmoe_rl.estimators import gate_loss
-from pmoe_rl.evaluation import eval_seed
+from pmoe_rl.config import Config
+from pmoe_rl.envs import make_vec_env
 from pmoe_rl.logger import RunLogger
-from pmoe_rl.mixture import gather_expert
+from pmoe_rl.mixture import best_expert, expert_frequencies, gate_loss, gather_expert
 from pmoe_rl.nets import FlatParameters, mlp
 from pmoe_rl.normalization import RewardNormalizer
-from pmoe_rl.policies import build_policy
 
 
-class PPO:
-    """Networks, optimiser and update rule; knows nothing about environments or files."""
+class PPO(Agent):
+    """Networks, optimiser, update rule and rollout collection of PPO."""
 
     def __init__(self, cfg: Config, obs_dim: int, act_dim: int, device: torch.device):
-        self.cfg, self.device = cfg, device
+        super().__init__(cfg, device)
         ppo = cfg.ppo
         act_fn = nn.Tanh if ppo.activation == "tanh" else nn.ReLU
         self.policy = build_policy(cfg, obs_dim, act_dim).to(device)
@@ -61,7 +56,11 @@ class PPO:
             self.groups.append(FlatParameters(list(self.q.parameters())))
         self.optimizer = torch.optim.Adam([g.flat for g in self.groups], lr=ppo.learning_rate, eps=ppo.adam_eps,
                                           fused=True)
-        self.n_updates = 0
+        self.reward_norm = RewardNormalizer(cfg.num_envs, ppo.gamma, ppo.clip_reward) if ppo.norm_reward else None
+        self.steps_per_iteration = ppo.n_steps * cfg.num_envs
+        self.total_iterations = math.ceil(cfg.steps / self.steps_per_iteration)
+        self.iterations = 0
+        self.envs = self.rollouts = None
 
     def values(self, norm_obs: torch.Tensor) -> torch.Tensor:
         return self.value(norm_obs).squeeze(-1)
@@ -110,12 +109,11 @@ class PPO:
                 if self.pmoe:
                     q_loss = (self.q_values(obs, actions.unsqueeze(1)).squeeze(1) - returns).pow(2).mean()
                     with torch.no_grad():  # score a fresh sample of every expert
-                        fresh = dist.mean + dist.log_std.exp() * torch.randn_like(dist.mean)
-                        k_star = self.q_values(obs, fresh).argmax(-1)
+                        k_star = best_expert(dist.rsample(), lambda a, obs=obs: self.q_values(obs, a))
                     g_loss = gate_loss(dist, k_star, ppo.gate_loss)
                     loss = loss + ppo.q_coef * q_loss + ppo.gate_loss_weight * g_loss
                     parts.update(q_loss=q_loss, gate_loss=g_loss,
-                                 best_expert_freq=F.one_hot(k_star, self.policy.n_experts).float().mean(0))
+                                 best_expert_freq=expert_frequencies(k_star, self.policy.n_experts))
                 for group in self.groups:
                     group.zero_grad()
                 loss.backward()
@@ -137,30 +135,52 @@ class PPO:
             metrics["explained_variance"] = 1.0 - (data["returns"] - data["values"]).var() / var_y
             metrics["std"] = self.policy.log_std.exp().mean()
             if self.policy.n_experts > 1:
-                w = self.policy.distribution(data["obs"]).log_w
-                metrics["gate_entropy"] = -(w.exp() * w).sum(-1).mean()
+                metrics["gate_entropy"] = self.policy.distribution(data["obs"]).gate_entropy()
         return metrics
 
-    # --- persistence -------------------------------------------------------------------------------------
+    # --- what the run skeleton saves -----------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         mods = {"policy": self.policy, "value": self.value}
         if self.q is not None:
             mods["q"] = self.q
         return mods
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {f"{name}.{k}": v for name, m in self.modules().items() for k, v in m.state_dict().items()}
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
 
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        for name, module in self.modules().items():
-            module.load_state_dict({k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")})
+    def extra_state(self) -> dict:
+        return {"reward_norm": self.reward_norm.state_dict()} if self.reward_norm is not None else {}
 
-    def optim_state(self) -> dict:
-        return {"n_updates": self.n_updates, "optimizer": self.optimizer.state_dict()}
+    def load_extra_state(self, state: dict) -> None:
+        if self.reward_norm is not None:
+            self.reward_norm.load_state_dict(state["reward_norm"])
 
-    def load_optim_state(self, state: dict) -> None:
-        self.n_updates = state["n_updates"]
-        self.optimizer.load_state_dict(state["optimizer"])
+    # --- collection --------------------------------------------------------------------------------------------
+    def start(self, seed: int, resumed: bool, step: int) -> None:
+        cfg = self.cfg
+        self.envs = make_vec_env(cfg.env, cfg.num_envs, cfg.vec_env)
+        self.rollouts = Rollouts(self.envs, self, cfg.ppo.n_steps, self.reward_norm)
+        # a resumed run's episodes in flight are lost; the vector env's generators cannot be captured portably,
+        # so it is re-seeded with seed + step
+        self.rollouts.obs, _ = self.envs.reset(seed=seed + step if resumed else seed)
+
+    def iterate(self, step: int, stats: EpisodeStats, log: RunLogger, with_metrics: bool) -> dict[str, torch.Tensor]:
+        """Collect one rollout of ``n_steps x num_envs`` steps, then ``n_epochs`` of minibatch updates."""
+        ppo = self.cfg.ppo
+        iteration = step // self.steps_per_iteration
+        lr = ppo.learning_rate * (1.0 - iteration / self.total_iterations) if ppo.anneal_lr else ppo.learning_rate
+        self.rollouts.collect(stats, log)
+        metrics = self.update(self.rollouts.batch(), lr)
+        metrics.update(learning_rate=torch.tensor(lr), clip_range=torch.tensor(ppo.clip_range))
+        self.iterations = iteration + 1
+        return metrics
+
+    def log_records(self) -> dict[str, float]:
+        return {"time/iterations": self.iterations}
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
 
 
 # --- rollouts ------------------------------------------------------------------------------------------------
@@ -238,83 +258,3 @@ class Rollouts:
         data["advantages"] = as_tensor(advantages).reshape(-1)
         data["returns"] = as_tensor(returns).reshape(-1)
         return {key: value.clone() for key, value in data.items()}  # out of inference mode, for autograd
-
-
-# --- the training loop ------------------------------------------------------------------------------------------
-
-def train(cfg: Config, ctx: RunContext) -> dict:
-    """Train PPO on ``cfg.env`` for at least ``cfg.steps`` environment steps (whole rollouts of
-    ``n_steps x num_envs``, as SB3); returns the last evaluation."""
-    ppo, device, n_envs = cfg.ppo, ctx.device, cfg.num_envs
-    seed_everything(cfg.seed)
-    envs = make_vec_env(cfg.env, n_envs, cfg.vec_env)
-    eval_env = make_env(cfg.env, seed=eval_seed(cfg.seed))
-    obs_space, act_space = eval_env.observation_space, eval_env.unwrapped.action_space
-    obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
-    agent = PPO(cfg, obs_dim, act_dim, device)
-    policy = agent.policy
-    reward_norm = RewardNormalizer(n_envs, ppo.gamma, ppo.clip_reward) if ppo.norm_reward else None
-    meta = {"algo": "ppo", "env_id": cfg.env, "config": to_dict(cfg),
-            "observation_space": checkpoint.describe_box(obs_space), "action_space": checkpoint.describe_box(act_space)}
-    rollout_size = ppo.n_steps * n_envs
-    total_iterations = math.ceil(cfg.steps / rollout_size)
-
-    step, last_eval = 0, {}
-    stats = EpisodeStats(policy.n_experts)
-    if ctx.resume is not None:
-        checkpoint.check_spaces(ctx.resume.meta, obs_space, act_space)
-        state = ctx.resume.state
-        agent.load_weights(ctx.resume.weights)
-        agent.load_optim_state(state["optim"])
-        if reward_norm is not None:
-            reward_norm.load_state_dict(state["reward_norm"])
-        step, last_eval = ctx.resume.step, state["last_eval"]
-        stats.load_state_dict(state)
-        checkpoint.restore_rng(state["rng"])
-        obs, _ = envs.reset(seed=cfg.seed + step)  # the interrupted episodes are lost; new ones start
-    else:
-        obs, _ = envs.reset(seed=cfg.seed)
-
-    def save_checkpoint() -> Path:
-        state = {"optim": agent.optim_state(), **stats.state_dict(), "last_eval": last_eval,
-                 "rng": checkpoint.capture_rng()}
-        if reward_norm is not None:
-            state["reward_norm"] = reward_norm.state_dict()
-        return checkpoint.save(ctx.run_dir, step, agent.weights(), meta, state)
-
-    log = RunLogger(ctx.run_dir, resume_step=step if ctx.resume else None, total_steps=cfg.steps,
-                    progress=ctx.progress)
-    rec = Recorder(log, stats, step)
-    rollouts = Rollouts(envs, agent, ppo.n_steps, reward_norm)
-    rollouts.obs = obs
-
-    try:
-        while step < cfg.steps:
-            iteration = step // rollout_size
-            lr = ppo.learning_rate * (1.0 - iteration / total_iterations) if ppo.anneal_lr else ppo.learning_rate
-            rollouts.collect(stats, log)
-            step += rollout_size
-            data = rollouts.batch()
-            metrics = agent.update(data, lr)
-            metrics.update(learning_rate=torch.tensor(lr), clip_range=torch.tensor(ppo.clip_range))
-
-            def crossed(every: int) -> bool:
-                return bool(every) and step // every > (step - rollout_size) // every
-
-            stop = False
-            if crossed(cfg.eval_every) or (cfg.eval_every and step >= cfg.steps):
-                last_eval, stop = rec.evaluate(policy, eval_env, cfg, step, device)
-            if crossed(cfg.log_every) or crossed(cfg.eval_every) or step >= cfg.steps:
-                rec.dump(step, agent.n_updates, metrics, **{"time/iterations": iteration + 1})
-            if stop:
-                log.message(f"stopping at step {step}: evaluation mean return {last_eval['mean_return']:.1f} "
-                            f">= stop_at_reward {cfg.stop_at_reward}")
-                break
-            if crossed(cfg.checkpoint_every) and step < cfg.steps:
-                save_checkpoint()
-        log.message(f"saved checkpoint {save_checkpoint()}")
-    finally:
-        log.close()
-        envs.close()
-        eval_env.close()
-    return last_eval

@@ -24,8 +24,10 @@ def from_checkpoint(path: str | Path, env=None, device: str | torch.device = "cp
     runs, stock ``PPO`` with :class:`MixtureActorCriticPolicy` for Gaussian (or gate-loss-free) PPO runs.
 
     The weights are copied exactly, so the model's ``predict(obs, deterministic=True)`` gives the native
-    policy's actions (with the same torch seed when the expert is drawn from the gate, pmoe-rl's default).
-    The hyperparameters are the run's, mapped onto SB3's arguments; ``kwargs`` override them.
+    policy's actions (for runs with ``net.eval_expert=sample``, with the same torch seed). The hyperparameters
+    are the run's, mapped onto SB3's arguments (the warm-up included); ``kwargs`` override them. SB3's SAC has
+    one learning rate for the actor, critic and temperature: a SAC run whose ``sac.critic_lr`` or
+    ``sac.alpha_lr`` differ from ``sac.actor_lr`` is refused unless ``learning_rate`` is given.
 
     ``env`` defaults to ``pmoe_rl.envs.make_env(run's env id)``: actions rescaled to [-1, 1], the space the
     policy was trained in. A PPO run's observation statistics are frozen inside the policy
@@ -59,12 +61,16 @@ def _sac(cfg: Config, env, device, overrides: dict) -> PMOESAC:
     sac, net = cfg.sac, cfg.net
     if sac.reward_scale != 1.0:
         raise CheckpointError(f"the run used sac.reward_scale={sac.reward_scale}; SB3's SAC has no reward scale")
+    for name in ("critic_lr", "alpha_lr"):
+        if getattr(sac, name) != sac.actor_lr and "learning_rate" not in overrides:
+            raise CheckpointError(f"the run used sac.{name}={getattr(sac, name)} and sac.actor_lr={sac.actor_lr}; SB3's "
+                                  f"SAC has one learning rate (pass learning_rate=... to choose it)")
     ent_coef = f"auto_{sac.init_alpha}" if sac.ent_coef == "auto" else float(sac.ent_coef)
     target_entropy = "auto" if sac.target_entropy == "auto" else float(sac.target_entropy)
     args = dict(learning_rate=sac.actor_lr, buffer_size=sac.buffer_size, learning_starts=sac.learning_starts,
                 batch_size=sac.batch_size, tau=sac.tau, gamma=sac.gamma, train_freq=sac.train_freq,
                 gradient_steps=sac.gradient_steps, ent_coef=ent_coef, target_update_interval=sac.target_update_interval,
-                target_entropy=target_entropy, expert_update=sac.expert_update, gate_loss=sac.gate_loss,
+                target_entropy=target_entropy, warmup=sac.warmup, expert_update=sac.expert_update, gate_loss=sac.gate_loss,
                 gate_loss_weight=sac.gate_loss_weight, target_logp=sac.target_logp, alpha_logp=sac.alpha_logp,
                 seed=cfg.seed, device=device,
                 policy_kwargs=dict(net_arch=dict(pi=net.hidden, qf=sac.critic_hidden), n_experts=cfg.n_experts,
@@ -99,14 +105,11 @@ def _ppo(cfg: Config, env, device, overrides: dict) -> PPO:
 
 @torch.no_grad()
 def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -> None:
-    def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
-
     policy = model.policy
     if isinstance(model, PMOESAC):
-        policy.actor.mixture.load_state_dict(part("policy"))
+        policy.actor.mixture.load_state_dict(checkpoint.submodule(weights, "policy"))
         for name, critic in (("critic", policy.critic), ("critic_target", policy.critic_target)):
-            w = part(name)  # pmoe_rl.nets.TwinQ: stacked (n, in, out) weights and (n, 1, out) biases
+            w = checkpoint.submodule(weights, name)  # pmoe_rl.nets.TwinQ: stacked (n, in, out) weights and (n, 1, out) biases
             for i, q_net in enumerate(critic.q_networks):
                 layers = [m for m in q_net if isinstance(m, nn.Linear)]
                 for j, layer in enumerate(layers):
@@ -119,7 +122,7 @@ def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -
     def linears(*modules: nn.Module) -> list[nn.Linear]:
         return [m for module in modules for m in module.modules() if isinstance(m, nn.Linear)]
 
-    native = part("policy")
+    native = checkpoint.submodule(weights, "policy")
     groups = [("policy.mean_net", linears(policy.mlp_extractor.policy_net, policy.action_net)),
               ("value", linears(policy.mlp_extractor.value_net, policy.value_net))]
     if policy.q_net is not None:

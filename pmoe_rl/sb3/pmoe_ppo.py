@@ -1,5 +1,5 @@
 """PMOE-PPO as a stable-baselines3 algorithm: ``PPO`` plus the auxiliary Q head and the gate loss
-(reference/pmoe.md §8).
+(docs/algorithms.md).
 
 ``train()`` is SB3's ``PPO.train`` (same loss, logging and early stop) with two more terms per minibatch,
 as pmoe-rl's native PMOE-PPO (``pmoe_rl.agents.ppo``):
@@ -19,7 +19,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import explained_variance
 
-from pmoe_rl.estimators import gate_loss
+from pmoe_rl import options
+from pmoe_rl.mixture import best_expert, expert_frequencies, gate_loss
 from pmoe_rl.sb3.common import record_means
 from pmoe_rl.sb3.policies import MixtureActorCriticPolicy
 
@@ -35,10 +36,13 @@ class PMOEPPO(PPO):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MixtureActorCriticPolicy}
     policy: MixtureActorCriticPolicy
 
-    def __init__(self, policy, env, *args, q_coef: float = 1.0, gate_loss: str = "mse",
-                 gate_loss_weight: float = 1.0, policy_kwargs: dict | None = None, **kwargs):
+    def __init__(self, policy, env, *args, q_coef: float = options.Q_COEF, gate_loss: options.GateLoss = options.GATE_LOSS,
+                 gate_loss_weight: float = options.GATE_LOSS_WEIGHT, policy_kwargs: dict | None = None, **kwargs):
+        policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+        if isinstance(policy_class, type) and not issubclass(policy_class, MixtureActorCriticPolicy):
+            raise ValueError(f"PMOEPPO needs a MixtureActorCriticPolicy (or \"MlpPolicy\"), got {policy_class.__name__}")
         self.q_coef, self.gate_loss, self.gate_loss_weight = q_coef, gate_loss, gate_loss_weight
-        policy_kwargs = {"n_experts": 5, "q_net_arch": [64, 64, 64], **(policy_kwargs or {})}
+        policy_kwargs = {"n_experts": options.PPO_EXPERTS, "q_net_arch": list(options.Q_HIDDEN), **(policy_kwargs or {})}
         super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, **kwargs)
 
     def _setup_model(self) -> None:
@@ -75,9 +79,8 @@ class PMOEPPO(PPO):
                 mix = dist.distribution
                 q_loss = F.mse_loss(policy.q_values(data.observations, data.actions.unsqueeze(1)).squeeze(1),
                                     data.returns)
-                with torch.no_grad():
-                    fresh = mix.mean + mix.log_std.exp() * torch.randn_like(mix.mean)
-                    k_star = policy.q_values(data.observations, fresh).argmax(-1)
+                with torch.no_grad():  # score a fresh sample of every expert
+                    k_star = best_expert(mix.rsample(), lambda a, obs=data.observations: policy.q_values(obs, a))
                 g_loss = gate_loss(mix, k_star, self.gate_loss)
 
                 loss = (policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
@@ -90,8 +93,7 @@ class PMOEPPO(PPO):
                                    ("entropy_loss", entropy_loss), ("q_loss", q_loss), ("gate_loss", g_loss)):
                     logs.setdefault(key, []).append(value.item())
                 logs.setdefault("clip_fraction", []).append(((ratio - 1).abs() > clip_range).float().mean().item())
-                logs.setdefault("best_expert_freq", []).append(
-                    F.one_hot(k_star, mix.n_experts).float().mean(0).cpu().numpy())
+                logs.setdefault("best_expert_freq", []).append(expert_frequencies(k_star, mix.n_experts).cpu().numpy())
                 if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
                     continue_training = False
                     break

@@ -1,4 +1,4 @@
-"""Mixture policies as stable-baselines3 policies (reference/sb3-and-gymnasium.md §1-§2).
+"""Mixture policies as stable-baselines3 policies (docs/algorithms.md, "In stable-baselines3").
 
 - :class:`MixtureSACPolicy`: an SB3 ``SACPolicy`` whose actor is pmoe-rl's :class:`~pmoe_rl.policies.MixturePolicy`
   (tanh-squashed Gaussian mixture). With stock ``SAC`` the actor's ``action_log_prob`` samples the mixture
@@ -30,7 +30,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 
-from pmoe_rl.mixture import GaussianMixture, SquashedMixture, gather_expert, squashed_sample
+from pmoe_rl import options
+from pmoe_rl.mixture import GaussianMixture, SquashedMixture, gather_expert
 from pmoe_rl.nets import mlp
 from pmoe_rl.normalization import ObsNormalizer
 from pmoe_rl.policies import MixturePolicy
@@ -43,8 +44,9 @@ class MixtureActor(BasePolicy):
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, net_arch: list[int],
                  features_extractor: nn.Module, features_dim: int, activation_fn: type[nn.Module] = nn.ReLU,
-                 normalize_images: bool = True, n_experts: int = 4, gate_input: str = "detached_latent",
-                 eval_expert: str = "sample", log_std_min: float = -20.0, log_std_max: float = 2.0,
+                 normalize_images: bool = True, n_experts: int = options.SAC_EXPERTS,
+                 gate_input: options.GateInput = options.GATE_INPUT, eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+                 log_std_min: float = options.LOG_STD_MIN, log_std_max: float = options.LOG_STD_MAX,
                  use_sde: bool = False, **_sde_kwargs):
         if use_sde:
             raise ValueError("mixture policies do not support gSDE (use_sde=True)")
@@ -71,8 +73,7 @@ class MixtureActor(BasePolicy):
     def action_log_prob(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """An exact mixture sample (k ~ Cat(w), reparameterised within expert k) and its mixture log-density."""
         dist = self.distribution(obs)
-        k = dist.sample_expert()
-        u, _ = squashed_sample(gather_expert(dist.mean, k), gather_expert(dist.log_std, k))
+        u, _ = dist.expert_sample(dist.sample_expert())
         return torch.tanh(u), dist.mixture_log_prob(u)
 
     def reset_noise(self, batch_size: int = 1) -> None:
@@ -84,14 +85,16 @@ class MixtureActor(BasePolicy):
 
 class MixtureSACPolicy(SACPolicy):
     """SB3 ``SACPolicy`` with a Gaussian-mixture actor. Extra keyword arguments (``policy_kwargs``):
-    ``n_experts`` (4), ``gate_input`` (``detached_latent`` | ``obs``), ``eval_expert`` (``sample`` |
-    ``argmax``), ``log_std_min`` / ``log_std_max`` (-20, 2). The actor's hidden layers are ``net_arch``
-    (or its ``pi`` entry) with ``activation_fn`` (ReLU) and rlkit's initialisation (reference/pmoe.md §1)."""
+    ``n_experts`` (4), ``gate_input`` (``detached_latent`` | ``obs``), ``eval_expert`` (``argmax``: deterministic
+    acting is the most probable expert's mean | ``sample``: of an expert drawn from the gate, the official
+    evaluation), ``log_std_min`` / ``log_std_max`` (-20, 2). The actor's hidden layers are ``net_arch`` (or its
+    ``pi`` entry) with ``activation_fn`` (ReLU) and rlkit's initialisation (docs/algorithms.md)."""
 
     actor: MixtureActor
 
-    def __init__(self, *args, n_experts: int = 4, gate_input: str = "detached_latent", eval_expert: str = "sample",
-                 log_std_min: float = -20.0, log_std_max: float = 2.0, **kwargs):
+    def __init__(self, *args, n_experts: int = options.SAC_EXPERTS, gate_input: options.GateInput = options.GATE_INPUT,
+                 eval_expert: options.EvalExpert = options.EVAL_EXPERT, log_std_min: float = options.LOG_STD_MIN,
+                 log_std_max: float = options.LOG_STD_MAX, **kwargs):
         if kwargs.get("use_sde"):
             raise ValueError("mixture policies do not support gSDE (use_sde=True)")
         self.mixture_kwargs = dict(n_experts=n_experts, gate_input=gate_input, eval_expert=eval_expert,
@@ -114,11 +117,12 @@ class MixtureSACPolicy(SACPolicy):
 class MixtureDistribution(Distribution):
     """An SB3 ``Distribution`` over sum_k w_k N(mu_k, diag sigma_k^2) (not squashed: PPO clips actions).
 
-    ``mode()`` is the mean of an expert drawn from the gate (``eval_expert="sample"``, as pmoe-rl's
-    deterministic acting) or of the largest-weight expert (``argmax``). There is no closed-form entropy:
+    ``mode()`` is the mean of the most probable expert (``eval_expert="argmax"``, a function of the observation,
+    as pmoe-rl's deterministic acting) or of an expert drawn from the gate (``sample``). There is no closed-form
+    entropy:
     ``entropy()`` returns None and SB3's PPO/A2C fall back to -mean(log pi)."""
 
-    def __init__(self, action_dim: int, n_experts: int, eval_expert: str = "sample"):
+    def __init__(self, action_dim: int, n_experts: int, eval_expert: options.EvalExpert = options.EVAL_EXPERT):
         super().__init__()
         self.action_dim, self.n_experts, self.eval_expert = action_dim, n_experts, eval_expert
         self.distribution: GaussianMixture | None = None
@@ -143,8 +147,7 @@ class MixtureDistribution(Distribution):
 
     def mode(self) -> torch.Tensor:
         dist = self.distribution
-        k = dist.mode_expert() if self.eval_expert == "argmax" else dist.sample_expert()
-        return gather_expert(dist.mean, k)
+        return gather_expert(dist.mean, dist.acting_expert(True, self.eval_expert))
 
     def actions_from_params(self, mean, log_std, log_w, deterministic: bool = False) -> torch.Tensor:
         self.proba_distribution(mean, log_std, log_w)
@@ -171,14 +174,14 @@ class ObsNormalizerExtractor(BaseFeaturesExtractor):
 
 class MixtureActorCriticPolicy(ActorCriticPolicy):
     """SB3 ``ActorCriticPolicy`` with a Gaussian-mixture action distribution. Extra keyword arguments:
-    ``n_experts`` (4), ``eval_expert`` (``sample`` | ``argmax``) and ``q_net_arch`` (None; a list of sizes adds
+    ``n_experts`` (5), ``eval_expert`` (``argmax`` | ``sample``) and ``q_net_arch`` (None; a list of sizes adds
     the auxiliary Q(s, a) head of PMOE-PPO, a ReLU MLP on the features and the clipped action).
 
     The gate is Linear(features -> K) + softmax on the (policy) features, as pmoe-rl's PPO policy gates on the
     normalised observation; it is initialised orthogonally with gain 0.01 (near-uniform weights)."""
 
-    def __init__(self, *args, n_experts: int = 4, eval_expert: str = "sample", q_net_arch: list[int] | None = None,
-                 **kwargs):
+    def __init__(self, *args, n_experts: int = options.PPO_EXPERTS, eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+                 q_net_arch: list[int] | None = None, **kwargs):
         if kwargs.get("use_sde"):
             raise ValueError("mixture policies do not support gSDE (use_sde=True)")
         self.n_experts, self.eval_expert, self.q_net_arch = n_experts, eval_expert, q_net_arch

@@ -1,0 +1,46 @@
+"""The options' vocabulary, declared once: the allowed values of every choice (``Literal`` types) and the defaults
+shared by the native agents, the configuration and the stable-baselines3 classes.
+
+The config (:mod:`pmoe_rl.config`), the CLI's ``--help``, the estimators and the SB3 bridge all read these, so a
+default changes in one place. Why each default is what it is: docs/algorithms.md.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Algo = Literal["sac", "ppo"]
+PolicyKind = Literal["pmoe", "gaussian", "moe", "mcp"]
+GateInput = Literal["detached_latent", "obs"]
+EvalExpert = Literal["argmax", "sample"]
+ExpertUpdate = Literal["best", "all"]
+GateLoss = Literal["mse", "ce"]
+TargetLogp = Literal["component", "mixture"]
+AlphaLogp = Literal["best", "mixture"]
+ScoreBaseline = Literal["experts", "batch", "none"]
+Warmup = Literal["policy", "uniform"]
+Ratio = Literal["mixture", "component"]
+Activation = Literal["tanh", "relu"]
+VecEnvMode = Literal["sync", "async"]
+
+# Number of experts: 4 in the official PMOE-SAC code, 5 in the co-author's PMOE-PPO script (docs/algorithms.md).
+SAC_EXPERTS = 4
+PPO_EXPERTS = 5
+# Deterministic acting: the most probable expert's mean, a function of the observation (SB3's contract);
+# "sample" draws the expert from the gate as the official evaluation does.
+EVAL_EXPERT: EvalExpert = "argmax"
+GATE_INPUT: GateInput = "detached_latent"
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+# The PMOE estimator (official code).
+EXPERT_UPDATE: ExpertUpdate = "best"
+GATE_LOSS: GateLoss = "mse"
+GATE_LOSS_WEIGHT = 1.0
+TARGET_LOGP: TargetLogp = "component"
+ALPHA_LOGP: AlphaLogp = "best"
+# The baseline estimators (their papers' settings are unknown; docs/algorithms.md).
+GUMBEL_TAU = 1.0
+GUMBEL_HARD = True
+SCORE_BASELINE: ScoreBaseline = "experts"
+# PMOE-PPO's auxiliary Q(s, a) (co-author script).
+Q_HIDDEN = (64, 64, 64)
+Q_COEF = 1.0
