@@ -27,10 +27,12 @@ def main() -> None:
 
     models = {
         "pmoe_sac": lambda env: PMOESAC("MlpPolicy", env, policy_kwargs=dict(n_experts=4), learning_starts=500),
-        "sac_mixture_policy": lambda env: SAC(MixtureSACPolicy, env, policy_kwargs=dict(n_experts=4),
-                                              learning_starts=500),
-        "ppo_mixture_policy": lambda env: PPO(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=4),
-                                              n_steps=512),
+        "sac_mixture_policy": lambda env: SAC(
+            MixtureSACPolicy, env, policy_kwargs=dict(n_experts=4), learning_starts=500
+        ),
+        "ppo_mixture_policy": lambda env: PPO(
+            MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=4), n_steps=512
+        ),
         "a2c_mixture_policy": lambda env: A2C(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=2)),
         "pmoe_ppo": lambda env: PMOEPPO("MlpPolicy", env, policy_kwargs=dict(n_experts=5), n_steps=512),
     }
@@ -41,15 +43,19 @@ def main() -> None:
         model.save(out / name)
         loaded = type(model).load(out / name, env=env)
         mean, std = evaluate_policy(loaded, env, n_eval_episodes=5, deterministic=True)
-        print(f"{name} ({type(loaded).__name__}, {loaded.policy.__class__.__name__}): "
-              f"return {mean:.1f} +/- {std:.1f}", flush=True)
+        print(
+            f"{name} ({type(loaded).__name__}, {loaded.policy.__class__.__name__}): return {mean:.1f} +/- {std:.1f}",
+            flush=True,
+        )
 
     if args.checkpoint:
         model = from_checkpoint(args.checkpoint)
         mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
         model.save(out / "from_checkpoint")
-        print(f"{args.checkpoint} as {type(model).__name__}: return {mean:.1f} +/- {std:.1f}; "
-              f"saved as {out / 'from_checkpoint.zip'}")
+        print(
+            f"{args.checkpoint} as {type(model).__name__}: return {mean:.1f} +/- {std:.1f}; "
+            f"saved as {out / 'from_checkpoint.zip'}"
+        )
 
 
 if __name__ == "__main__":

@@ -120,9 +120,9 @@ def plot_multigoal(policy, episodes: list[Episode], path: Path) -> None:
 
 
 def analysis_env(env_id: str):
-    """The env the analysis runs on: MultiGoal starts at the exact origin (reference/multigoal.md, "what to
-    measure"), where reaching several goals can only come from several modes of the policy; from a random
-    start a unimodal policy heads to different goals from different starts."""
+    """The env the analysis runs on: MultiGoal starts at the exact origin, where reaching several goals can only
+    come from several modes of the policy; from a random start a unimodal policy heads to different goals from
+    different starts (BENCHMARKS.md, "MultiGoal-v0: modes")."""
     return make_env(env_id, **({"init_sigma": 0.0} if env_id == MULTIGOAL else {}))
 
 
@@ -160,11 +160,16 @@ def analyze(policy, env_id: str, folder: Path, episodes: int, seed: int, determi
         env.close()
     states = np.concatenate([np.stack(ep.observations[:-1]) for ep in eps])
     _, mean, log_std, _ = expert_params(policy, torch.as_tensor(states))
-    summary = {"episodes": episodes, "deterministic": deterministic, "seed": seed,
-               "mean_return": float(np.mean([ep.ret for ep in eps])),
-               "expert_separation": float(expert_separation(torch.as_tensor(mean), torch.as_tensor(log_std))),
-               "expert_usage": (np.bincount(np.concatenate([ep.experts for ep in eps]),
-                                            minlength=policy.n_experts) / len(states)).tolist()}
+    summary = {
+        "episodes": episodes,
+        "deterministic": deterministic,
+        "seed": seed,
+        "mean_return": float(np.mean([ep.ret for ep in eps])),
+        "expert_separation": float(expert_separation(torch.as_tensor(mean), torch.as_tensor(log_std))),
+        "expert_usage": (
+            np.bincount(np.concatenate([ep.experts for ep in eps]), minlength=policy.n_experts) / len(states)
+        ).tolist(),
+    }
     plot_usage(policy, eps, folder / "expert_usage.png")
     plot_pca(policy, states, folder / "expert_actions_pca.png")
     if env_id == MULTIGOAL:

@@ -42,8 +42,8 @@ class ReplayBuffer:
 
     def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool) -> None:
         row, o, a = self._row, self.obs_dim, self.act_dim
-        row[:o], row[o:o + a], row[o + a] = obs, action, reward
-        row[o + a + 1:2 * o + a + 1], row[-1] = next_obs, float(terminated)
+        row[:o], row[o : o + a], row[o + a] = obs, action, reward
+        row[o + a + 1 : 2 * o + a + 1], row[-1] = next_obs, float(terminated)
         self.storage[self.pos] = torch.from_numpy(row)
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
@@ -58,8 +58,12 @@ class ReplayBuffer:
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON metadata) holding the filled part of the buffer."""
-        return {"storage": self.storage[: self.size]}, {"pos": self.pos, "size": self.size,
-                                                         "capacity": self.capacity, "widths": list(self._splits)}
+        return {"storage": self.storage[: self.size]}, {
+            "pos": self.pos,
+            "size": self.size,
+            "capacity": self.capacity,
+            "widths": list(self._splits),
+        }
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore a saved buffer; a different capacity (a run resumed with more steps) keeps the newest
@@ -70,14 +74,15 @@ class ReplayBuffer:
         if meta["capacity"] == self.capacity:
             self.pos, self.size = pos, meta["size"]
         else:
-            rows = torch.cat([rows[pos:], rows[:pos]])[-self.capacity:]  # oldest first
+            rows = torch.cat([rows[pos:], rows[:pos]])[-self.capacity :]  # oldest first
             self.size = rows.shape[0]
             self.pos = self.size % self.capacity
         self.storage[: self.size] = rows
 
 
-def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_values: np.ndarray, gamma: float,
-                lam: float) -> tuple[np.ndarray, np.ndarray]:
+def compute_gae(
+    rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_values: np.ndarray, gamma: float, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Generalised advantage estimation (Schulman et al. 2016) over a rollout of shape (T, N).
 
     ``dones[t]`` marks an episode that ended with step t (terminated or truncated; a truncation's bootstrap

@@ -39,6 +39,7 @@ MODEL_FILE, STATE_FILE, META_FILE, LATEST = "model.safetensors", "state.safetens
 
 # --- nested state <-> (flat tensors, JSON skeleton) ------------------------------------------------------
 
+
 def flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Move every tensor of a nested dict/list structure into ``tensors``; return a JSON skeleton."""
     if isinstance(obj, torch.Tensor):
@@ -66,10 +67,11 @@ def unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def submodule(weights: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
     """The entries of module ``name`` in a checkpoint's flat weights, without the ``name.`` prefix."""
     prefix = name + "."
-    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
 # --- metadata helpers ----------------------------------------------------------------------------------------
+
 
 def describe_box(space) -> dict:
     """A JSON description of a Box space (infinite bounds as the strings 'inf' / '-inf')."""
@@ -119,8 +121,13 @@ def capture_rng(env=None) -> dict:
     exact-as-possible resume."""
     py = random.getstate()
     np_state = np.random.get_state()
-    state = {"python": list(py[1]), "python_pos": py[2], "numpy": np_state[1].tolist(), "numpy_pos": int(np_state[2]),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": list(py[1]),
+        "python_pos": py[2],
+        "numpy": np_state[1].tolist(),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
     if env is not None:
         state["env"] = env.unwrapped.np_random.bit_generator.state
         state["action_space"] = env.action_space.np_random.bit_generator.state
@@ -141,6 +148,7 @@ def restore_rng(state: dict, env=None) -> None:
 
 
 # --- save / load ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Checkpoint:
@@ -203,8 +211,10 @@ def resolve(path: str | Path) -> Path:
     if latest.is_file():
         path = path / "checkpoints" / latest.read_text().strip()
     elif (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
-        raise CheckpointError(f"run directory {path} has no complete checkpoint yet (nothing to resume or evaluate; "
-                              f"start it again with --run-dir {path} --overwrite)")
+        raise CheckpointError(
+            f"run directory {path} has no complete checkpoint yet (nothing to resume or evaluate; "
+            f"start it again with --run-dir {path} --overwrite)"
+        )
     if not (path / META_FILE).is_file():
         raise CheckpointError(f"no checkpoint at {path}: expected a run directory or a directory with {META_FILE}")
     return path
@@ -226,13 +236,16 @@ def load(path: str | Path, with_state: bool = False, device: str | torch.device 
         file = ckpt / name
         if not file.is_file():
             if name == STATE_FILE:
-                raise CheckpointError(f"checkpoint {ckpt} has no training state to resume from "
-                                      "(only the newest checkpoint of a run keeps it)")
+                raise CheckpointError(
+                    f"checkpoint {ckpt} has no training state to resume from "
+                    "(only the newest checkpoint of a run keeps it)"
+                )
             raise CheckpointError(f"checkpoint {ckpt} is incomplete: {name} is missing")
         expected = meta.get("sha256", {}).get(name)
         if expected is not None and _sha256(file) != expected:
-            raise CheckpointError(f"checkpoint {ckpt} is corrupted: {name} does not match its checksum "
-                                  "(truncated or modified)")
+            raise CheckpointError(
+                f"checkpoint {ckpt} is corrupted: {name} does not match its checksum (truncated or modified)"
+            )
         try:
             return load_file(str(file), device=str(device))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -250,5 +263,7 @@ def check_spaces(meta: dict, observation_space, action_space) -> None:
         if saved != actual:
             what = "shape" if saved and saved["shape"] != actual["shape"] else "bounds"
             got = f"{saved['shape']} vs {actual['shape']}" if what == "shape" else "differ"
-            raise CheckpointError(f"the checkpoint's {name.replace('_', ' ')} does not match the environment "
-                                  f"{meta.get('env_id', '?')!r} ({what} {got})")
+            raise CheckpointError(
+                f"the checkpoint's {name.replace('_', ' ')} does not match the environment "
+                f"{meta.get('env_id', '?')!r} ({what} {got})"
+            )

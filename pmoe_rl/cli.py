@@ -26,8 +26,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"device '{name}' was requested but CUDA is not available on this machine "
-                              "(use --device cpu or --device auto)")
+            raise DeviceError(
+                f"device '{name}' was requested but CUDA is not available on this machine "
+                "(use --device cpu or --device auto)"
+            )
         index = torch.device(name).index
         if index is not None and index >= torch.cuda.device_count():
             raise DeviceError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")

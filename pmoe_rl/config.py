@@ -13,11 +13,20 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from pydantic import ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 
 from pmoe_rl import options
 from pmoe_rl.errors import ConfigError
@@ -87,11 +96,11 @@ class SACConfig(Section):
     """environment steps between updates"""
     gradient_steps: PositiveInt = 1
     """updates each time"""
-    ent_coef: Union[Literal["auto"], NonNegativeFloat] = "auto"
+    ent_coef: Literal["auto"] | NonNegativeFloat = "auto"
     """temperature alpha: auto (learned, initialised to init_alpha) or a fixed number"""
     init_alpha: PositiveFloat = 1.0
     """initial temperature when ent_coef=auto"""
-    target_entropy: Union[Literal["auto"], float] = "auto"
+    target_entropy: Literal["auto"] | float = "auto"
     """entropy target of the temperature loss: auto = -action_dim"""
     target_logp: options.TargetLogp = options.TARGET_LOGP
     """log pi in the critic target: of the expert k' ~ Cat(w) that produced a' (component) or the mixture's"""
@@ -144,7 +153,7 @@ class PPOConfig(Section):
     """value loss weight"""
     max_grad_norm: NonNegativeFloat = 0.5
     """gradient-norm clip (policy and value together; the auxiliary Q on its own)"""
-    target_kl: Union[PositiveFloat, None] = None
+    target_kl: PositiveFloat | None = None
     """stop an update's epochs once the approximate KL exceeds 1.5 x this (null: never)"""
     hidden: Sizes = [64, 64]
     """hidden sizes of the policy MLP (orthogonal init)"""
@@ -189,7 +198,7 @@ class Config(Section):
     """actor-loss estimator of a SAC mixture policy: pmoe (best expert + gate frequency loss), gumbel
     (Gumbel-Softmax), score (score function), mrp (marginalised reparameterisation), or one registered with
     pmoe_rl.register_estimator"""
-    experts: Union[PositiveInt, None] = None
+    experts: PositiveInt | None = None
     """number of experts K (unset: 1 for gaussian; 4 with SAC, the official code; 5 with PPO, the co-author
     script); config.yaml stores the number used"""
     seed: int = 0
@@ -208,7 +217,7 @@ class Config(Section):
     """environment steps between checkpoints; 0 = only at the end"""
     log_every: PositiveInt = Field(5_000, json_schema_extra={"resumable": True})
     """environment steps between log dumps (stdout table, CSV, TensorBoard, JSON)"""
-    stop_at_reward: Union[float, None] = Field(None, json_schema_extra={"resumable": True})
+    stop_at_reward: float | None = Field(None, json_schema_extra={"resumable": True})
     """stop once an evaluation's mean return reaches this (default: never)"""
     num_envs: PositiveInt = 1
     """parallel environments (PPO only)"""
@@ -244,6 +253,7 @@ def resumable(name: str) -> bool:
 
 
 # --- errors ----------------------------------------------------------------------------------------------------
+
 
 def _field_path(loc: tuple) -> tuple[str, type[BaseModel] | None, str]:
     """Split a pydantic error location into the dotted option name, the section that holds the last field
@@ -282,6 +292,7 @@ def config_error(exc: ValidationError) -> ConfigError:
 
 
 # --- building a config -----------------------------------------------------------------------------------------
+
 
 def _merge(base: dict, values: dict) -> dict:
     out = dict(base)
@@ -364,8 +375,10 @@ def validate(cfg: Config) -> Config:
     if cfg.algo == "sac" and cfg.num_envs != 1:
         raise ConfigError(f"SAC collects with one environment; --num-envs {cfg.num_envs} is for --algo ppo")
     if cfg.algo == "ppo" and cfg.ppo.batch_size > cfg.ppo.n_steps * cfg.num_envs:
-        raise ConfigError(f"ppo.batch_size {cfg.ppo.batch_size} is larger than a rollout of ppo.n_steps x num_envs = "
-                          f"{cfg.ppo.n_steps * cfg.num_envs} transitions")
+        raise ConfigError(
+            f"ppo.batch_size {cfg.ppo.batch_size} is larger than a rollout of ppo.n_steps x num_envs = "
+            f"{cfg.ppo.n_steps * cfg.num_envs} transitions"
+        )
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"unknown device '{cfg.device}'; use auto, cpu, cuda or cuda:N")
     cfg.experts = cfg.n_experts

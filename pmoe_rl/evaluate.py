@@ -41,9 +41,11 @@ def _video_env(env_id: str, seed: int, folder: Path):
     except Exception as exc:  # no OpenGL backend: EGL/OSMesa missing, no display, a bad MUJOCO_GL, ...
         if env is not None:
             env.close()
-        raise EnvError(f"cannot render '{env_id}' for --video ({type(exc).__name__}: {exc}); on a headless CPU "
-                       "machine install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa "
-                       "PYOPENGL_PLATFORM=osmesa") from None
+        raise EnvError(
+            f"cannot render '{env_id}' for --video ({type(exc).__name__}: {exc}); on a headless CPU "
+            "machine install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa "
+            "PYOPENGL_PLATFORM=osmesa"
+        ) from None
     return gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True, name_prefix="eval")
 
 
@@ -51,17 +53,29 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m pmoe_rl.evaluate", description=__doc__.split("\n\n")[1])
     p.add_argument("path", help="run directory, checkpoint directory or checkpoint file")
     p.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
-    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed + 1, "
-                   "the seed of the training run's own evaluations)")
-    p.add_argument("--stochastic", action="store_true", help="sample actions instead of acting with the mean of the "
-                   "most probable expert (or, for runs with net.eval_expert=sample, of one drawn from the gate)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="evaluation seed (default: the run's seed + 1, the seed of the training run's own evaluations)",
+    )
+    p.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="sample actions instead of acting with the mean of the "
+        "most probable expert (or, for runs with net.eval_expert=sample, of one drawn from the gate)",
+    )
     p.add_argument("--env", help="evaluate on another env id with the same spaces (default: the run's env)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--video", metavar="DIR", help="record the episodes as mp4 files in DIR")
-    p.add_argument("--analyze", metavar="DIR", help="write expert-analysis PNGs (usage over episodes, experts' "
-                   "actions in 2-D, MultiGoal trajectories from the origin coloured by expert) and analysis.json "
-                   "to DIR")
+    p.add_argument(
+        "--analyze",
+        metavar="DIR",
+        help="write expert-analysis PNGs (usage over episodes, experts' "
+        "actions in 2-D, MultiGoal trajectories from the origin coloured by expert) and analysis.json "
+        "to DIR",
+    )
     args = p.parse_args(argv)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
@@ -80,15 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         env = make_env(env_id, seed=seed)
     try:
         checkpoint.check_spaces(ckpt.meta, env.observation_space, env.unwrapped.action_space)
-        result = evaluate_policy(policy, env, args.episodes, seed=seed, deterministic=not args.stochastic,
-                                 device=device)
+        result = evaluate_policy(
+            policy, env, args.episodes, seed=seed, deterministic=not args.stochastic, device=device
+        )
     finally:
         env.close()
     mode = "stochastic" if args.stochastic else "deterministic"
     print(f"{ckpt.path} (step {ckpt.step}) on {env_id}, {args.episodes} {mode} episodes, seed {seed}")
-    print(f"return: {result.mean_return:.2f} +/- {result.std_return:.2f}  "
-          f"(min {min(result.returns):.2f}, max {max(result.returns):.2f}); "
-          f"mean length {sum(result.lengths) / len(result.lengths):.1f}")
+    print(
+        f"return: {result.mean_return:.2f} +/- {result.std_return:.2f}  "
+        f"(min {min(result.returns):.2f}, max {max(result.returns):.2f}); "
+        f"mean length {sum(result.lengths) / len(result.lengths):.1f}"
+    )
     print("expert usage: " + ", ".join(f"{k}: {u:.1%}" for k, u in enumerate(result.expert_usage)))
     if args.json:
         checkpoint.write_text_atomic(Path(args.json), json.dumps(result.to_json(), indent=1))
@@ -99,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         from pmoe_rl.analysis import analyze
 
         summary = analyze(policy, env_id, Path(args.analyze), args.episodes, seed, not args.stochastic)
-        goals = (f"; goals reached {summary['goals_reached']}; each expert alone from the origin reaches "
-                 f"{summary['expert_goals']}" if "goals_reached" in summary else "")
+        goals = (
+            f"; goals reached {summary['goals_reached']}; each expert alone from the origin reaches "
+            f"{summary['expert_goals']}"
+            if "goals_reached" in summary
+            else ""
+        )
         print(f"expert separation {summary['expert_separation']:.2f}{goals}; plots in {args.analyze}")
     return 0
 

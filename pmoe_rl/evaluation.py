@@ -31,8 +31,13 @@ class EvalResult:
         return float(np.std(self.returns))
 
     def to_json(self) -> dict:
-        return {"mean_return": self.mean_return, "std_return": self.std_return, "returns": self.returns,
-                "lengths": self.lengths, "expert_usage": self.expert_usage}
+        return {
+            "mean_return": self.mean_return,
+            "std_return": self.std_return,
+            "returns": self.returns,
+            "lengths": self.lengths,
+            "expert_usage": self.expert_usage,
+        }
 
 
 def eval_seed(train_seed: int) -> int:
@@ -48,8 +53,14 @@ class Episode:
     goal: int | None = None  # MultiGoal: the goal reached (-1: none)
 
 
-def run_episodes(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: int, deterministic: bool = True,
-                 device: torch.device | str = "cpu") -> list[Episode]:
+def run_episodes(
+    policy: MixturePolicy,
+    env: gym.Env,
+    n_episodes: int,
+    seed: int,
+    deterministic: bool = True,
+    device: torch.device | str = "cpu",
+) -> list[Episode]:
     """Complete episodes; the first reset takes ``seed``, the experts are drawn from a generator seeded with it."""
     generator = torch.Generator(device=device).manual_seed(seed)
     episodes = []
@@ -70,8 +81,14 @@ def run_episodes(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: int
     return episodes
 
 
-def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: int, deterministic: bool = True,
-                    device: torch.device | str = "cpu") -> EvalResult:
+def evaluate_policy(
+    policy: MixturePolicy,
+    env: gym.Env,
+    n_episodes: int,
+    seed: int,
+    deterministic: bool = True,
+    device: torch.device | str = "cpu",
+) -> EvalResult:
     episodes = run_episodes(policy, env, n_episodes, seed, deterministic, device)
     counts = np.bincount(np.concatenate([ep.experts for ep in episodes]), minlength=policy.n_experts)
     usage = (counts / max(counts.sum(), 1)).tolist()

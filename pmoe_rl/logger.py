@@ -62,8 +62,14 @@ class _AppendJSON(sb3_logger.JSONOutputFormat):
 class RunLogger:
     """Records scalars under SB3 names and writes them to every output at ``dump(step)``."""
 
-    def __init__(self, folder: str | Path, formats: tuple[str, ...] = ("stdout", "csv", "tensorboard", "json"),
-                 resume_step: int | None = None, total_steps: int = 0, progress: bool | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        formats: tuple[str, ...] = ("stdout", "csv", "tensorboard", "json"),
+        resume_step: int | None = None,
+        total_steps: int = 0,
+        progress: bool | None = None,
+    ):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         outputs = []
@@ -77,8 +83,14 @@ class RunLogger:
         self.sb3 = sb3_logger.Logger(folder=str(folder), output_formats=outputs)
         # progress=None: show the bar only on an interactive terminal.
         disable = (not sys.stderr.isatty()) if progress is None else not progress
-        self.bar = tqdm(total=total_steps, initial=resume_step or 0, unit="step", dynamic_ncols=True,
-                        disable=disable, smoothing=0.05)
+        self.bar = tqdm(
+            total=total_steps,
+            initial=resume_step or 0,
+            unit="step",
+            dynamic_ncols=True,
+            disable=disable,
+            smoothing=0.05,
+        )
 
     def record(self, key: str, value, exclude: str | tuple[str, ...] | None = None) -> None:
         self.sb3.record(key, value, exclude)

@@ -40,8 +40,9 @@ def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
     return torch.log1p(-torch.tanh(u).pow(2) + TANH_EPS).sum(-1)
 
 
-def squashed_sample(mean: torch.Tensor, log_std: torch.Tensor,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def squashed_sample(
+    mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Reparameterised u = mean + sigma * eps and log pi(tanh(u)), summed over the last dim.
 
     The Gaussian term is written with eps, -eps^2/2 - log sigma - log sqrt(2 pi): the same function of
@@ -105,8 +106,9 @@ class GaussianMixture:
         """The most probable expert, argmax_k w_k(s): (B,) int64."""
         return self.log_w.argmax(-1)
 
-    def acting_expert(self, deterministic: bool, eval_expert: EvalExpert = "argmax",
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def acting_expert(
+        self, deterministic: bool, eval_expert: EvalExpert = "argmax", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The expert that acts: drawn from Cat(w) when sampling; when acting deterministically the most probable
         one (``eval_expert="argmax"``, a function of the observation) or one drawn from the gate (``"sample"``,
         the official evaluation)."""
@@ -129,8 +131,9 @@ class SquashedMixture(GaussianMixture):
         """Each expert's reparameterised sample u_k (B, K, A) and its own log pi_k(tanh(u_k)|s) (B, K)."""
         return squashed_sample(self.mean, self.log_std, generator)
 
-    def expert_sample(self, k: torch.Tensor, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def expert_sample(
+        self, k: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised pre-squash sample u of expert k[b] for every state and its log pi_k(tanh(u)|s):
         (B, A), (B,). With k ~ Cat(w), tanh(u) is an exact sample of the mixture."""
         return squashed_sample(gather_expert(self.mean, k), gather_expert(self.log_std, k), generator)

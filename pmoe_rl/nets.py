@@ -19,8 +19,14 @@ def fanin_init_(linear: nn.Linear, bias: float = 0.1) -> None:
     nn.init.constant_(linear.bias, bias)
 
 
-def mlp(in_dim: int, hidden: list[int], out_dim: int | None = None, activation=nn.ReLU,
-        orthogonal: bool = False, out_gain: float = 1.0) -> nn.Sequential:
+def mlp(
+    in_dim: int,
+    hidden: list[int],
+    out_dim: int | None = None,
+    activation=nn.ReLU,
+    orthogonal: bool = False,
+    out_gain: float = 1.0,
+) -> nn.Sequential:
     """Linear+activation for each hidden size, then an optional linear output layer.
 
     Init: rlkit's fan-in for the hidden layers (SAC, docs/algorithms.md) or, with ``orthogonal=True``, the
@@ -128,8 +134,8 @@ class FlatParameters:
         offset = 0
         for p in params:
             n = p.numel()
-            p.data = self.flat.data[offset:offset + n].view_as(p)
-            p.grad = self.flat.grad[offset:offset + n].view_as(p)
+            p.data = self.flat.data[offset : offset + n].view_as(p)
+            p.grad = self.flat.grad[offset : offset + n].view_as(p)
             offset += n
 
     def zero_grad(self) -> None:

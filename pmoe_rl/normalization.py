@@ -4,8 +4,8 @@
 weights: a checkpoint's policy normalises exactly as it did when it was saved, and evaluation applies
 the statistics frozen. The training loop keeps the statistics in a NumPy :class:`RunningMeanStd`
 while it collects (SB3's own class: one update per environment step, as ``VecNormalize``) and copies them
-into the module after each rollout. :class:`RewardNormalizer` scales rewards by the running standard deviation of the discounted
-return; its state is training state.
+into the module after each rollout. :class:`RewardNormalizer` scales rewards by the running standard deviation
+of the discounted return; its state is training state.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ class ObsNormalizer(nn.Module):
         """A NumPy copy of the statistics for the training loop to update (None when disabled)."""
         if not self.enabled:
             return None
-        return rms_from_state({"mean": self.mean.cpu().numpy(), "var": self.var.cpu().numpy(),
-                               "count": float(self.count)})
+        return rms_from_state(
+            {"mean": self.mean.cpu().numpy(), "var": self.var.cpu().numpy(), "count": float(self.count)}
+        )
 
     @torch.no_grad()
     def load_stats(self, stats: RunningMeanStd | None) -> None:

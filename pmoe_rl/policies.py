@@ -26,10 +26,18 @@ class MixturePolicy(nn.Module):
     the trunk. K = 1 has no gate.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, n_experts: int = options.SAC_EXPERTS,
-                 hidden: list[int] = (256, 256), log_std_min: float = options.LOG_STD_MIN,
-                 log_std_max: float = options.LOG_STD_MAX, gate_input: options.GateInput = options.GATE_INPUT,
-                 eval_expert: options.EvalExpert = options.EVAL_EXPERT, activation: type[nn.Module] = nn.ReLU):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n_experts: int = options.SAC_EXPERTS,
+        hidden: list[int] = (256, 256),
+        log_std_min: float = options.LOG_STD_MIN,
+        log_std_max: float = options.LOG_STD_MAX,
+        gate_input: options.GateInput = options.GATE_INPUT,
+        eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+        activation: type[nn.Module] = nn.ReLU,
+    ):
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts = obs_dim, act_dim, n_experts
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
@@ -55,8 +63,9 @@ class MixturePolicy(nn.Module):
         return SquashedMixture(mean, log_std, log_w)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions in [-1, 1] and the expert that produced each, for a batch of observations.
 
         Stochastic: k ~ Cat(w), a = tanh(mu_k + sigma_k eps). Deterministic: a = tanh(mu_k) with k = argmax w
@@ -86,8 +95,9 @@ class CompositePolicy(MixturePolicy):
     ``primitives(obs)`` returns the K means, log-stds and weights for analysis.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, n_primitives: int = options.SAC_EXPERTS, head: str = "moe",
-                 **kwargs):
+    def __init__(
+        self, obs_dim: int, act_dim: int, n_primitives: int = options.SAC_EXPERTS, head: str = "moe", **kwargs
+    ):
         if n_primitives < 2:
             raise ValueError(f"a {head} head composes at least 2 primitives, got {n_primitives}")
         super().__init__(obs_dim, act_dim, n_primitives, **kwargs)
@@ -126,9 +136,18 @@ class PPOPolicy(nn.Module):
     the normalised observation (co-author script). K = 1 has no gate.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, n_experts: int = options.PPO_EXPERTS, hidden: list[int] = (64, 64),
-                 activation: options.Activation = "tanh", log_std_init: float = 0.0, norm_obs: bool = True,
-                 clip_obs: float = 10.0, eval_expert: options.EvalExpert = options.EVAL_EXPERT):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n_experts: int = options.PPO_EXPERTS,
+        hidden: list[int] = (64, 64),
+        activation: options.Activation = "tanh",
+        log_std_init: float = 0.0,
+        norm_obs: bool = True,
+        clip_obs: float = 10.0,
+        eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+    ):
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts, self.eval_expert = obs_dim, act_dim, n_experts, eval_expert
         self.obs_norm = ObsNormalizer(obs_dim, norm_obs, clip_obs)
@@ -152,8 +171,9 @@ class PPOPolicy(nn.Module):
     def forward(self, obs: torch.Tensor) -> GaussianMixture:
         return self.distribution(self.obs_norm(obs))
 
-    def sample(self, norm_obs: torch.Tensor, deterministic: bool = False,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, norm_obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """An unclipped action and the acting expert for normalised observations, with the fewest operations
         (this runs once per environment step). Stochastic: k ~ Cat(w), a ~ N(mu_k, sigma_k), an exact mixture
         sample. Deterministic: mu_k of argmax w (``eval_expert="argmax"``) or of an expert drawn from Cat(w)
@@ -171,8 +191,9 @@ class PPOPolicy(nn.Module):
         return mean + self.log_std[k].exp() * eps, k
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """clip(a, -1, 1) and the acting expert (see :meth:`sample`)."""
         action, k = self.sample(self.obs_norm(obs), deterministic, generator)
         return action.clamp(-1.0, 1.0), k

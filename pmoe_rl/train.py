@@ -71,26 +71,47 @@ def _hyperparameter_help() -> str:
 def build_parser() -> Parser:
     """The CLI: one flag per top-level config field (generated from the fields), the run-level flags, and the
     sections' options in the epilog."""
-    p = Parser(prog="python -m pmoe_rl.train", description="Train a mixture-of-experts (PMOE) or Gaussian policy "
-               "on a gymnasium task with continuous actions. Writes the resolved config, logs (stdout, CSV, "
-               "TensorBoard, JSON) and checkpoints to a run directory.",
-               epilog=_hyperparameter_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(
+        prog="python -m pmoe_rl.train",
+        description="Train a mixture-of-experts (PMOE) or Gaussian policy "
+        "on a gymnasium task with continuous actions. Writes the resolved config, logs (stdout, CSV, "
+        "TensorBoard, JSON) and checkpoints to a run directory.",
+        epilog=_hyperparameter_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     defaults = Config()
     for name, field in Config.model_fields.items():
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             continue
         # values are validated (and converted from text) by the config, like every other source
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
-                       metavar=name.upper(), help=_describe(name, field, getattr(defaults, name)))
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=argparse.SUPPRESS,
+            metavar=name.upper(),
+            help=_describe(name, field, getattr(defaults, name)),
+        )
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config values (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="set any hyperparameter, e.g. --set sac.batch_size=512 (repeatable; listed below)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any hyperparameter, e.g. --set sac.batch_size=512 (repeatable; listed below)",
+    )
     p.add_argument("--run-dir", metavar="DIR", help="where to write the run (default: runs/ENV_ALGO_POLICY_sSEED_TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint "
-                   "(optionally with a larger --steps)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its latest checkpoint (optionally with a larger --steps)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir (default: refuse)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: only on a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: only on a terminal)",
+    )
     return p
 
 
@@ -111,8 +132,10 @@ def resolve_config(args) -> Config:
 def _resume_config(args) -> tuple[Config, Path]:
     run_dir = Path(args.resume)
     if args.run_dir or args.config or args.set or args.overwrite:
-        raise ConfigError("--resume continues a run with its saved config; do not combine it with "
-                          "--run-dir, --config, --set or --overwrite")
+        raise ConfigError(
+            "--resume continues a run with its saved config; do not combine it with "
+            "--run-dir, --config, --set or --overwrite"
+        )
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"cannot resume {run_dir}: it is not a pmoe-rl run directory (no config.yaml)")
     cfg = from_dict(load_yaml(run_dir / "config.yaml"))
@@ -132,8 +155,10 @@ def _prepare_run_dir(args, cfg: Config) -> Path:
         run_dir = Path("runs") / f"{cfg.env.replace('/', '-')}_{cfg.algo}_{what}_s{cfg.seed}_{stamp}"
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not args.overwrite:
-            raise RunDirError(f"run directory {run_dir} already exists; pass --resume {run_dir} to continue it "
-                              "or --overwrite to replace it")
+            raise RunDirError(
+                f"run directory {run_dir} already exists; pass --resume {run_dir} to continue it "
+                "or --overwrite to replace it"
+            )
         if not run_dir.is_dir() or not ((run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists()):
             raise RunDirError(f"refusing to --overwrite {run_dir}: it is not a pmoe-rl run directory")
         shutil.rmtree(run_dir)
@@ -164,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{verb}: {what} on {cfg.env} for {cfg.steps} steps, device {device}\nrun directory: {run_dir}", flush=True)
     result = train(AGENTS[cfg.algo], cfg, RunContext(run_dir, device, resume, args.progress))
     if result:
-        print(f"last evaluation (step {result['step']}): mean return {result['mean_return']:.2f} "
-              f"+/- {result['std_return']:.2f} over {len(result['returns'])} episodes")
+        print(
+            f"last evaluation (step {result['step']}): mean return {result['mean_return']:.2f} "
+            f"+/- {result['std_return']:.2f} over {len(result['returns'])} episodes"
+        )
     print(f"run directory: {run_dir}\nevaluate with: python -m pmoe_rl.evaluate {run_dir}")
     return 0
 

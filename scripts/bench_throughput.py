@@ -84,28 +84,45 @@ def run_pmoe_ppo(env_id: str, steps: int, seed: int, experts: int) -> float:
     import io
 
     from pmoe_rl.agents import ppo
-    from pmoe_rl.agents.base import RunContext
+    from pmoe_rl.agents.runner import RunContext, train
     from pmoe_rl.config import Config, validate
 
-    cfg = Config(env=env_id, algo="ppo", policy="pmoe" if experts > 1 else "gaussian", experts=experts, seed=seed,
-                 steps=steps, device="cpu", eval_every=0, checkpoint_every=0, log_every=steps)
+    cfg = Config(
+        env=env_id,
+        algo="ppo",
+        policy="pmoe" if experts > 1 else "gaussian",
+        experts=experts,
+        seed=seed,
+        steps=steps,
+        device="cpu",
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=steps,
+    )
     cfg.ppo.clip_value = False  # SB3's default value loss
     validate(cfg)
     marks: list[float] = []
     _timed_updates(ppo.PPO, marks)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        ppo.train(cfg, RunContext(Path(tmp), torch.device("cpu"), progress=False))
+        train(ppo.PPO, cfg, RunContext(Path(tmp), torch.device("cpu"), progress=False))
     return (len(marks) - 1) * cfg.ppo.n_steps / (marks[-1] - marks[0])
 
 
 def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: int) -> float:
-    from pmoe_rl.agents.base import RunContext
-    from pmoe_rl.agents.sac import train
+    from pmoe_rl.agents.runner import RunContext, train
     from pmoe_rl.config import Config, validate
 
-    cfg = Config(env=env_id, policy="pmoe" if experts > 1 else "gaussian", experts=experts, seed=seed,
-                 steps=learning_starts + steps, device="cpu", eval_every=0, checkpoint_every=0,
-                 log_every=learning_starts)
+    cfg = Config(
+        env=env_id,
+        policy="pmoe" if experts > 1 else "gaussian",
+        experts=experts,
+        seed=seed,
+        steps=learning_starts + steps,
+        device="cpu",
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=learning_starts,
+    )
     cfg.sac.learning_starts, cfg.sac.warmup = learning_starts, "uniform"
     validate(cfg)
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +143,7 @@ def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: 
             import io
 
             with contextlib.redirect_stdout(io.StringIO()):
-                train(cfg, ctx)
+                train(sac_mod.SAC, cfg, ctx)
         finally:
             sac_mod.SAC.update = original
         # the end includes writing the final checkpoint, a fixed cost pmoe-rl pays and SB3 does not
@@ -134,8 +151,12 @@ def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: 
 
 
 CONTESTANTS = {
-    "sac": {"sb3": "SB3 SAC", "k1": "pmoe-rl SAC, Gaussian (K=1)", "k4": "pmoe-rl SAC, PMOE (K=4)",
-            "sb3-pmoe": "pmoe_rl.sb3.PMOESAC (K=4) in SB3"},
+    "sac": {
+        "sb3": "SB3 SAC",
+        "k1": "pmoe-rl SAC, Gaussian (K=1)",
+        "k4": "pmoe-rl SAC, PMOE (K=4)",
+        "sb3-pmoe": "pmoe_rl.sb3.PMOESAC (K=4) in SB3",
+    },
     "ppo": {"sb3": "SB3 PPO", "k1": "pmoe-rl PPO, Gaussian (K=1)", "k5": "pmoe-rl PMOE-PPO (K=5)"},
 }
 
@@ -163,8 +184,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", choices=list(CONTESTANTS), default="sac")
     p.add_argument("--env", default="HalfCheetah-v5")
-    p.add_argument("--steps", type=int, default=None,
-                   help="timed training steps per contestant and round (default: 2000 for sac, 10240 for ppo)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed training steps per contestant and round (default: 2000 for sac, 10240 for ppo)",
+    )
     p.add_argument("--learning-starts", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
@@ -178,20 +203,39 @@ def main() -> None:
     rates: dict[str, list[float]] = {key: [] for key in contestants}
     for r in range(args.rounds):
         for key, name in contestants.items():
-            cmd = [sys.executable, __file__, "--worker", key, "--algo", args.algo, "--env", args.env,
-                   "--steps", str(args.steps),
-                   "--learning-starts", str(args.learning_starts), "--threads", str(args.threads),
-                   "--seed", str(args.seed)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                key,
+                "--algo",
+                args.algo,
+                "--env",
+                args.env,
+                "--steps",
+                str(args.steps),
+                "--learning-starts",
+                str(args.learning_starts),
+                "--threads",
+                str(args.threads),
+                "--seed",
+                str(args.seed),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rates[key].append(float(out.split("RATE ")[-1]))
             print(f"round {r + 1}: {name}: {rates[key][-1]:.1f} steps/s", flush=True)
     base = statistics.median(rates["sb3"])
-    what = f"{args.steps} training steps after {args.learning_starts} warm-up" if args.algo == "sac" else \
-        f"{args.steps} steps of PPO (collection and updates)"
-    print(f"\n{args.env}, {what}, {args.rounds} rounds, "
-          f"{args.threads} torch thread(s); torch {torch.__version__}, SB3 {version('stable-baselines3')}, "
-          f"gymnasium {version('gymnasium')}, mujoco {version('mujoco')}, Python {platform.python_version()}, "
-          f"{platform.machine()}, {os.cpu_count()} CPUs")
+    what = (
+        f"{args.steps} training steps after {args.learning_starts} warm-up"
+        if args.algo == "sac"
+        else f"{args.steps} steps of PPO (collection and updates)"
+    )
+    print(
+        f"\n{args.env}, {what}, {args.rounds} rounds, "
+        f"{args.threads} torch thread(s); torch {torch.__version__}, SB3 {version('stable-baselines3')}, "
+        f"gymnasium {version('gymnasium')}, mujoco {version('mujoco')}, Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs"
+    )
     print("| contestant | steps/s (median) | all rounds | ratio of medians | median of per-round ratios |")
     print("|---|---|---|---|---|")
     for key, name in contestants.items():

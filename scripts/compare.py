@@ -35,10 +35,31 @@ POLICIES = ("gaussian", "moe", "mcp")
 def run(variant: str, seed: int, args) -> dict:
     run_dir = Path(args.out) / "runs" / f"{variant}_s{seed}"
     which = ["--policy", "pmoe", "--estimator", variant] if variant in ESTIMATORS else ["--policy", variant]
-    cmd = [sys.executable, "-m", "pmoe_rl.train", "--env", args.env, *which, "--seed", str(seed), "--steps",
-           str(args.steps), "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
-           "--checkpoint-every", "0", "--log-every", str(args.eval_every), "--threads", "1", "--run-dir",
-           str(run_dir), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pmoe_rl.train",
+        "--env",
+        args.env,
+        *which,
+        "--seed",
+        str(seed),
+        "--steps",
+        str(args.steps),
+        "--eval-every",
+        str(args.eval_every),
+        "--eval-episodes",
+        str(args.eval_episodes),
+        "--checkpoint-every",
+        "0",
+        "--log-every",
+        str(args.eval_every),
+        "--threads",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
     for assignment in args.set:
         cmd += ["--set", assignment]
     if run_dir.exists() and (run_dir / "checkpoints").exists() and not args.rerun:
@@ -55,8 +76,14 @@ def run(variant: str, seed: int, args) -> dict:
     returns = np.array([float(r["eval/mean_reward"]) for r in rows])
     area = float(((returns[1:] + returns[:-1]) / 2 * np.diff(steps)).sum())  # trapezoid rule
     auc = area / (steps[-1] - steps[0]) if len(steps) > 1 else float(returns[-1])
-    return {"variant": variant, "seed": seed, "final_return": float(returns[-1]), "auc": auc, "steps": steps,
-            "returns": returns}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "final_return": float(returns[-1]),
+        "auc": auc,
+        "steps": steps,
+        "returns": returns,
+    }
 
 
 def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -96,16 +123,22 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = [f"{args.env}, {args.steps} steps, seeds {args.seeds}, evaluation every {args.eval_every} steps "
-             f"({args.eval_episodes} deterministic episodes); overrides: {' '.join(args.set) or 'none'}", "",
-             "| variant | final return (mean [95% CI]) | AUC (mean [95% CI]) | per seed (final) |", "|---|---|---|---|"]
+    lines = [
+        f"{args.env}, {args.steps} steps, seeds {args.seeds}, evaluation every {args.eval_every} steps "
+        f"({args.eval_episodes} deterministic episodes); overrides: {' '.join(args.set) or 'none'}",
+        "",
+        "| variant | final return (mean [95% CI]) | AUC (mean [95% CI]) | per seed (final) |",
+        "|---|---|---|---|",
+    ]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant in args.variants:
         runs = [r for r in results if r["variant"] == variant]
         finals, aucs = np.array([r["final_return"] for r in runs]), np.array([r["auc"] for r in runs])
         (f_lo, f_hi), (a_lo, a_hi) = bootstrap_ci(finals), bootstrap_ci(aucs)
-        lines.append(f"| {variant} | {finals.mean():.1f} [{f_lo:.1f}, {f_hi:.1f}] | {aucs.mean():.1f} "
-                     f"[{a_lo:.1f}, {a_hi:.1f}] | {', '.join(f'{x:.1f}' for x in finals)} |")
+        lines.append(
+            f"| {variant} | {finals.mean():.1f} [{f_lo:.1f}, {f_hi:.1f}] | {aucs.mean():.1f} "
+            f"[{a_lo:.1f}, {a_hi:.1f}] | {', '.join(f'{x:.1f}' for x in finals)} |"
+        )
         n = min(len(r["steps"]) for r in runs)
         steps, curves = runs[0]["steps"][:n], np.stack([r["returns"][:n] for r in runs])
         lo, hi = bootstrap_ci(curves)

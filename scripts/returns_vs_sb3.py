@@ -60,36 +60,84 @@ def run_sb3(algo: str, env_id: str, steps: int, seed: int, episodes: int) -> dic
     if algo == "ppo":
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
         eval_env.obs_rms = env.obs_rms
-    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True,
-                                 return_episode_rewards=True)
+    returns, _ = evaluate_policy(
+        model, eval_env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
+    )
     train_returns = [ep["r"] for ep in model.ep_info_buffer]
-    return {"final_return": float(np.mean(returns)), "train_return_last100": float(np.mean(train_returns)),
-            "steps": model.num_timesteps}
+    return {
+        "final_return": float(np.mean(returns)),
+        "train_return_last100": float(np.mean(train_returns)),
+        "steps": model.num_timesteps,
+    }
 
 
 def run_pmoe(algo: str, policy: str, env_id: str, steps: int, seed: int, episodes: int, out_dir: Path) -> dict:
     run_dir = out_dir / f"{env_id}_{algo}_{policy}_s{seed}"
-    cmd = [sys.executable, "-m", "pmoe_rl.train", "--env", env_id, "--algo", algo, "--policy", policy,
-           "--steps", str(steps), "--seed", str(seed), "--threads", "1", "--eval-every", str(steps),
-           "--eval-episodes", str(episodes), "--checkpoint-every", "0", "--log-every", str(steps),
-           "--run-dir", str(run_dir), "--overwrite", *(SAC_WARMUP if algo == "sac" else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pmoe_rl.train",
+        "--env",
+        env_id,
+        "--algo",
+        algo,
+        "--policy",
+        policy,
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--threads",
+        "1",
+        "--eval-every",
+        str(steps),
+        "--eval-episodes",
+        str(episodes),
+        "--checkpoint-every",
+        "0",
+        "--log-every",
+        str(steps),
+        "--run-dir",
+        str(run_dir),
+        "--overwrite",
+        *(SAC_WARMUP if algo == "sac" else []),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     last = json.loads((run_dir / "progress.json").read_text().splitlines()[-1])
-    return {"final_return": last["eval/mean_reward"], "train_return_last100": last["rollout/ep_rew_mean"],
-            "steps": last["time/total_timesteps"], "run_dir": str(run_dir)}
+    return {
+        "final_return": last["eval/mean_reward"],
+        "train_return_last100": last["rollout/ep_rew_mean"],
+        "steps": last["time/total_timesteps"],
+        "run_dir": str(run_dir),
+    }
 
 
 def one(key: str, args, seed: int, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     if key == "sb3":
-        cmd = [sys.executable, __file__, "--worker", "--algo", args.algo, "--env", args.env, "--steps",
-               str(args.steps), "--seeds", str(seed), "--eval-episodes", str(args.eval_episodes)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--algo",
+            args.algo,
+            "--env",
+            args.env,
+            "--steps",
+            str(args.steps),
+            "--seeds",
+            str(seed),
+            "--eval-episodes",
+            str(args.eval_episodes),
+        ]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
     else:
         res = run_pmoe(args.algo, key, args.env, args.steps, seed, args.eval_episodes, out_dir)
     res.update(contestant=key, seed=seed, minutes=round((time.perf_counter() - t0) / 60, 1))
-    print(f"{CONTESTANTS[args.algo][key]}, seed {seed}: final return {res['final_return']:.1f} "
-          f"({res['minutes']} min)", flush=True)
+    print(
+        f"{CONTESTANTS[args.algo][key]}, seed {seed}: final return {res['final_return']:.1f} ({res['minutes']} min)",
+        flush=True,
+    )
     return res
 
 
@@ -101,8 +149,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--contestants", nargs="+", choices=["sb3", "gaussian", "pmoe"], default=None,
-                   help="default: all of --algo's")
+    p.add_argument(
+        "--contestants", nargs="+", choices=["sb3", "gaussian", "pmoe"], default=None, help="default: all of --algo's"
+    )
     p.add_argument("--runs-dir", default=None, help="where pmoe-rl's run directories go (default: a temp dir)")
     p.add_argument("--out", default="returns_vs_sb3.csv")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -120,8 +169,10 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
-    print(f"\n{args.env}, {args.steps} steps, seeds {args.seeds}, {args.eval_episodes} deterministic evaluation "
-          f"episodes at the end; {os.cpu_count()} CPUs, {args.jobs} runs at a time; CSV: {args.out}")
+    print(
+        f"\n{args.env}, {args.steps} steps, seeds {args.seeds}, {args.eval_episodes} deterministic evaluation "
+        f"episodes at the end; {os.cpu_count()} CPUs, {args.jobs} runs at a time; CSV: {args.out}"
+    )
     print("| contestant | final return, mean +- std over seeds | per seed | training return (last 100 episodes) |")
     print("|---|---|---|---|")
     for key in args.contestants:
@@ -129,8 +180,10 @@ def main() -> None:
         finals = [r["final_return"] for r in rows]
         spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
         train = statistics.mean(r["train_return_last100"] for r in rows)
-        print(f"| {CONTESTANTS[args.algo][key]} | {statistics.mean(finals):.1f} +- {spread:.1f} | "
-              f"{', '.join(f'{x:.1f}' for x in finals)} | {train:.1f} |")
+        print(
+            f"| {CONTESTANTS[args.algo][key]} | {statistics.mean(finals):.1f} +- {spread:.1f} | "
+            f"{', '.join(f'{x:.1f}' for x in finals)} | {train:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,17 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 # Small networks for the CLI/integration tests, where behaviour does not depend on the width.
-SMALL = ["--set", "net.hidden=[32,32]", "--set", "sac.critic_hidden=[32,32]", "--set", "sac.batch_size=32",
-         "--set", "sac.learning_starts=100", "--no-progress"]
+SMALL = [
+    "--set",
+    "net.hidden=[32,32]",
+    "--set",
+    "sac.critic_hidden=[32,32]",
+    "--set",
+    "sac.batch_size=32",
+    "--set",
+    "sac.learning_starts=100",
+    "--no-progress",
+]
 
 
 @pytest.fixture(autouse=True)

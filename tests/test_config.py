@@ -44,27 +44,30 @@ def test_validate_stores_the_number_of_experts_used():
         Config().sac.batch_size = 0  # every assignment is validated
 
 
-@pytest.mark.parametrize("assignment, message", [
-    ("sac.tau=0", "sac.tau: should be greater than 0 (got 0)"),
-    ("sac.gamma=1.5", "sac.gamma: should be less than or equal to 1"),
-    ("sac.ent_coef=-1", "sac.ent_coef: should be 'auto' or should be greater than or equal to 0 (got -1)"),
-    ("sac.ent_coef=sometimes", "sac.ent_coef: should be 'auto' or should be a valid number"),
-    ("net.hidden=[]", "net.hidden: List should have at least 1 item"),
-    ("net.hidden=[8, 0]", "net.hidden[1]: should be greater than 0"),
-    ("net.log_std_min=5", "log_std_min must be smaller"),
-    ("net.eval_expert=best", "net.eval_expert: should be 'argmax' or 'sample' (got 'best')"),
-    ("eval_episodes=0", "eval_episodes: should be greater than 0"),
-    ("num_envs=2", "SAC collects with one environment"),
-    ("vec_env=threads", "vec_env: should be 'sync' or 'async' (got 'threads')"),
-    ("ppo.gae_lambda=1.5", "ppo.gae_lambda: should be less than or equal to 1"),
-    ("ppo.ratio=expert", "ppo.ratio: should be 'mixture' or 'component' (got 'expert')"),
-    ("ppo.n_steps=0", "ppo.n_steps: should be greater than 0"),
-    ("ppo.q_hidden=[]", "ppo.q_hidden: List should have at least 1 item"),
-    ("steps=1.5", "steps: should be a valid integer, got a number with a fractional part"),
-    ("sac.gumbel_hard=maybe", "sac.gumbel_hard: should be a valid boolean"),
-    ("estimator=pmeo", "unknown estimator 'pmeo' (did you mean 'pmoe'?); choose from pmoe, gumbel, score, mrp"),
-    ("sac.batchsize=3", "unknown config key 'sac.batchsize'; did you mean batch_size?"),
-])
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("sac.tau=0", "sac.tau: should be greater than 0 (got 0)"),
+        ("sac.gamma=1.5", "sac.gamma: should be less than or equal to 1"),
+        ("sac.ent_coef=-1", "sac.ent_coef: should be 'auto' or should be greater than or equal to 0 (got -1)"),
+        ("sac.ent_coef=sometimes", "sac.ent_coef: should be 'auto' or should be a valid number"),
+        ("net.hidden=[]", "net.hidden: List should have at least 1 item"),
+        ("net.hidden=[8, 0]", "net.hidden[1]: should be greater than 0"),
+        ("net.log_std_min=5", "log_std_min must be smaller"),
+        ("net.eval_expert=best", "net.eval_expert: should be 'argmax' or 'sample' (got 'best')"),
+        ("eval_episodes=0", "eval_episodes: should be greater than 0"),
+        ("num_envs=2", "SAC collects with one environment"),
+        ("vec_env=threads", "vec_env: should be 'sync' or 'async' (got 'threads')"),
+        ("ppo.gae_lambda=1.5", "ppo.gae_lambda: should be less than or equal to 1"),
+        ("ppo.ratio=expert", "ppo.ratio: should be 'mixture' or 'component' (got 'expert')"),
+        ("ppo.n_steps=0", "ppo.n_steps: should be greater than 0"),
+        ("ppo.q_hidden=[]", "ppo.q_hidden: List should have at least 1 item"),
+        ("steps=1.5", "steps: should be a valid integer, got a number with a fractional part"),
+        ("sac.gumbel_hard=maybe", "sac.gumbel_hard: should be a valid boolean"),
+        ("estimator=pmeo", "unknown estimator 'pmeo' (did you mean 'pmoe'?); choose from pmoe, gumbel, score, mrp"),
+        ("sac.batchsize=3", "unknown config key 'sac.batchsize'; did you mean batch_size?"),
+    ],
+)
 def test_invalid_values_name_the_key(assignment, message):
     with pytest.raises(ConfigError) as exc:
         validate(set_value(Config(env="Hopper-v5"), assignment))

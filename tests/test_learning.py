@@ -12,14 +12,38 @@ from pmoe_rl.errors import cli_main
 
 def best_evaluation(run_dir, args: list[str], steps: int, eval_every: int, target: float) -> tuple[int, float]:
     """Train on InvertedPendulum-v5 (seed 0, stop at ``target``); return the best (step, mean return)."""
-    code = cli_main(train.main, ["--env", "InvertedPendulum-v5", *args, "--seed", "0", "--steps", str(steps),
-                                 "--eval-every", str(eval_every), "--eval-episodes", "5", "--stop-at-reward",
-                                 str(target), "--checkpoint-every", "0", "--log-every", "1000000", "--run-dir",
-                                 str(run_dir), "--no-progress"])
+    code = cli_main(
+        train.main,
+        [
+            "--env",
+            "InvertedPendulum-v5",
+            *args,
+            "--seed",
+            "0",
+            "--steps",
+            str(steps),
+            "--eval-every",
+            str(eval_every),
+            "--eval-episodes",
+            "5",
+            "--stop-at-reward",
+            str(target),
+            "--checkpoint-every",
+            "0",
+            "--log-every",
+            "1000000",
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+        ],
+    )
     assert code == 0
     with open(run_dir / "progress.csv") as f:
-        evals = [(int(r["time/total_timesteps"]), float(r["eval/mean_reward"])) for r in csv.DictReader(f)
-                 if r["eval/mean_reward"]]
+        evals = [
+            (int(r["time/total_timesteps"]), float(r["eval/mean_reward"]))
+            for r in csv.DictReader(f)
+            if r["eval/mean_reward"]
+        ]
     print(f"{' '.join(args)}: evaluations {evals}")
     return max(evals, key=lambda e: e[1])
 

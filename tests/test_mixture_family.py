@@ -73,8 +73,9 @@ def test_mrp_loss_is_the_expected_sac_loss_over_the_experts():
     u, logp = dist.rsample_with_log_prob()
     alpha = torch.tensor(0.2, dtype=torch.float64)
     loss = MRP()(ActorBatch(obs, dist, u, logp), toy_q, alpha)["loss"]
-    per_expert = torch.stack([alpha * dist.mixture_log_prob(u[:, k]) - toy_q(obs, torch.tanh(u[:, k]))
-                              for k in range(3)], -1)
+    per_expert = torch.stack(
+        [alpha * dist.mixture_log_prob(u[:, k]) - toy_q(obs, torch.tanh(u[:, k])) for k in range(3)], -1
+    )
     torch.testing.assert_close(loss, (dist.weights * per_expert).sum(-1).mean())
 
 
@@ -83,8 +84,9 @@ def test_gumbel_hard_acts_with_one_expert_but_differentiates_the_relaxation():
     obs = torch.randn(64, 4, dtype=torch.float64)
     dist = policy(obs)
     u, logp = dist.rsample_with_log_prob()
-    out = Gumbel(gumbel_hard=True, gumbel_tau=0.5)(ActorBatch(obs, dist, u, logp), toy_q,
-                                                   torch.tensor(0.0, dtype=torch.float64))
+    out = Gumbel(gumbel_hard=True, gumbel_tau=0.5)(
+        ActorBatch(obs, dist, u, logp), toy_q, torch.tensor(0.0, dtype=torch.float64)
+    )
     out["loss"].backward()
     assert policy.gate.weight.grad.abs().sum() > 0  # the straight-through gradient reaches the gate
 
@@ -98,8 +100,9 @@ def test_score_gradient_is_unbiased_for_the_gate(baseline):
     dist1 = policy(obs1)
     u1 = dist1.rsample().detach()
     alpha = torch.tensor(0.2, dtype=torch.float64)
-    exact = torch.autograd.grad(MRP()(ActorBatch(obs1, policy(obs1), u1, None), toy_q, alpha)["loss"],
-                                policy.gate.weight)[0]
+    exact = torch.autograd.grad(
+        MRP()(ActorBatch(obs1, policy(obs1), u1, None), toy_q, alpha)["loss"], policy.gate.weight
+    )[0]
     n = 40_000
     obs, u = obs1.expand(n, 4), u1.expand(n, 3, 2)
     torch.manual_seed(2)
@@ -132,8 +135,9 @@ def test_composed_heads_log_density_matches_torch_distributions(head):
     dist = policy(obs)
     assert dist.n_experts == 1 and policy.n_primitives == 4
     actions = torch.rand(32, 3, dtype=torch.float64) * 1.6 - 0.8
-    torch.testing.assert_close(dist.log_prob(actions), _head_reference(policy, obs).log_prob(actions), atol=1e-5,
-                               rtol=1e-5)  # rlkit's 1e-6 in the tanh correction
+    torch.testing.assert_close(
+        dist.log_prob(actions), _head_reference(policy, obs).log_prob(actions), atol=1e-5, rtol=1e-5
+    )  # rlkit's 1e-6 in the tanh correction
     if head == "mcp":  # MCP's weights are sigmoids, not normalised
         assert not torch.allclose(policy.primitives(obs)[2].sum(-1), torch.ones(32, dtype=torch.float64))
 
@@ -161,14 +165,42 @@ def test_expert_separation_closed_form():
 
 
 @pytest.mark.parametrize("env_id", ["InvertedPendulum-v5", "pmoe_rl/MultiGoal-v0"])
-@pytest.mark.parametrize("variant", [["--estimator", "gumbel"], ["--estimator", "score"], ["--estimator", "mrp"],
-                                     ["--policy", "moe"], ["--policy", "mcp"]])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["--estimator", "gumbel"],
+        ["--estimator", "score"],
+        ["--estimator", "mrp"],
+        ["--policy", "moe"],
+        ["--policy", "mcp"],
+    ],
+)
 def test_every_variant_trains_from_the_cli(variant, env_id, tmp_path):
     """Each baseline trains end to end from the command line (the issue's bar), and its gradient reaches the
     gate: the gate's weights move between the first update and the last, and stay finite."""
     run = tmp_path / "run"
-    assert cli_main(train.main, ["--env", env_id, *variant, "--steps", "400", "--checkpoint-every", "100",
-                                 "--eval-every", "400", "--eval-episodes", "2", "--run-dir", str(run), *SMALL]) == 0
+    assert (
+        cli_main(
+            train.main,
+            [
+                "--env",
+                env_id,
+                *variant,
+                "--steps",
+                "400",
+                "--checkpoint-every",
+                "100",
+                "--eval-every",
+                "400",
+                "--eval-episodes",
+                "2",
+                "--run-dir",
+                str(run),
+                *SMALL,
+            ],
+        )
+        == 0
+    )
     first, _ = load_policy(run / "checkpoints" / "step_000000100")
     last, _ = load_policy(run)
     assert torch.isfinite(last.gate.weight).all()

@@ -9,13 +9,13 @@ import torch
 from conftest import SMALL
 from gymnasium.utils.env_checker import check_env
 
-from pmoe_rl import evaluate, train
+from pmoe_rl import evaluate, load_policy, train
 from pmoe_rl.analysis import analysis_env, multigoal_expert_goals
 from pmoe_rl.envs import make_env
 from pmoe_rl.envs.multigoal import GOALS
 from pmoe_rl.errors import cli_main
 from pmoe_rl.evaluation import run_episodes
-from pmoe_rl.policies import MixturePolicy
+from pmoe_rl.policies import CompositePolicy, MixturePolicy
 
 ENV = "pmoe_rl/MultiGoal-v0"
 
@@ -25,7 +25,7 @@ def test_passes_gymnasium_env_checker_and_has_the_reference_horizon():
     check_env(env.unwrapped)
     assert env.spec.max_episode_steps == 30
     env.reset(seed=0)
-    for t in range(30):
+    for _t in range(30):
         _, _, terminated, truncated, _ = env.step(np.zeros(2, dtype=np.float32))
         assert not terminated
     assert truncated
@@ -71,8 +71,9 @@ def test_deterministic_under_a_seed_and_renders_its_path():
 
 def test_analyze_writes_the_plots_and_scores(tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli_main(train.main, ["--env", ENV, "--steps", "300", "--eval-every", "0", "--run-dir", str(run),
-                                 *SMALL]) == 0
+    assert (
+        cli_main(train.main, ["--env", ENV, "--steps", "300", "--eval-every", "0", "--run-dir", str(run), *SMALL]) == 0
+    )
     out = tmp_path / "analysis"
     assert cli_main(evaluate.main, [str(run), "--episodes", "4", "--stochastic", "--analyze", str(out)]) == 0
     assert "expert separation" in capsys.readouterr().out
@@ -104,12 +105,50 @@ def test_expert_goals_follow_each_experts_own_direction():
     assert len(multigoal_expert_goals(MixturePolicy(2, 2, n_experts=1, hidden=[8]))) == 1
 
 
+@pytest.mark.parametrize("head", ["moe", "mcp"])
+def test_expert_goals_of_a_composed_head_act_with_the_composed_policy(head):
+    """A MoE / MCP head acts as one Gaussian: its entry is the goal of the composed mean, not of a primitive.
+    Primitive 0 points to goal 3 with gate weight ~0, primitive 1 to goal 1 with weight ~1."""
+    policy = CompositePolicy(2, 2, 2, head, hidden=[8])
+    directions = GOALS[[3, 1]] / 5.0
+    with torch.no_grad():
+        policy.mean_head.weight.zero_()
+        policy.mean_head.bias.copy_(torch.atanh(torch.as_tensor(0.6 * directions, dtype=torch.float32)).flatten())
+        policy.gate.weight.zero_()
+        policy.gate.bias.copy_(torch.tensor([-20.0, 20.0]))
+    assert multigoal_expert_goals(policy) == [1]
+
+
 def goals_from_origin(run_dir, policy: str, seed: int, steps: int):
     """Train SAC with the default hyperparameters on MultiGoal-v0; return the policy and the goal of each of
     20 stochastic episodes from the exact origin (first reset seeded 0, experts and noise from seed 0)."""
-    assert cli_main(train.main, ["--env", ENV, "--policy", policy, "--seed", str(seed), "--steps", str(steps),
-                                 "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1000000",
-                                 "--threads", "1", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert (
+        cli_main(
+            train.main,
+            [
+                "--env",
+                ENV,
+                "--policy",
+                policy,
+                "--seed",
+                str(seed),
+                "--steps",
+                str(steps),
+                "--eval-every",
+                "0",
+                "--checkpoint-every",
+                "0",
+                "--log-every",
+                "1000000",
+                "--threads",
+                "1",
+                "--run-dir",
+                str(run_dir),
+                "--no-progress",
+            ],
+        )
+        == 0
+    )
     trained, _ = load_policy(run_dir)
     env = analysis_env(ENV)
     goals = [ep.goal for ep in run_episodes(trained, env, 20, seed=0, deterministic=False)]

@@ -77,8 +77,9 @@ def make_agent(k=4, **sac):
 
 
 def random_batch(b=64, terminated=0.0):
-    return Batch(torch.randn(b, 3), torch.rand(b, 2) * 2 - 1, torch.randn(b), torch.randn(b, 3),
-                 torch.full((b,), terminated))
+    return Batch(
+        torch.randn(b, 3), torch.rand(b, 2) * 2 - 1, torch.randn(b), torch.randn(b, 3), torch.full((b,), terminated)
+    )
 
 
 def test_terminal_transitions_do_not_bootstrap():

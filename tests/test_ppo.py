@@ -11,8 +11,8 @@ import torch
 from torch import distributions as D
 
 from pmoe_rl import checkpoint, train
-from pmoe_rl.agents.runner import EpisodeStats
 from pmoe_rl.agents.ppo import PPO, Rollouts
+from pmoe_rl.agents.runner import EpisodeStats
 from pmoe_rl.buffers import compute_gae
 from pmoe_rl.config import Config, validate
 from pmoe_rl.envs import make_env, make_vec_env
@@ -185,8 +185,23 @@ PPO_SMALL = ["--algo", "ppo", "--set", "ppo.n_steps=256", "--set", "ppo.n_epochs
 @pytest.mark.parametrize("policy", ["gaussian", "pmoe"])
 def test_normalisation_statistics_survive_checkpoint_resume_and_evaluate(policy, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    args = ["--env", "InvertedPendulum-v5", "--policy", policy, "--steps", "512", "--eval-every", "512",
-            "--eval-episodes", "3", "--checkpoint-every", "256", "--run-dir", str(run_dir), *PPO_SMALL]
+    args = [
+        "--env",
+        "InvertedPendulum-v5",
+        "--policy",
+        policy,
+        "--steps",
+        "512",
+        "--eval-every",
+        "512",
+        "--eval-episodes",
+        "3",
+        "--checkpoint-every",
+        "256",
+        "--run-dir",
+        str(run_dir),
+        *PPO_SMALL,
+    ]
     assert cli_main(train.main, args) == 0
     ckpt = checkpoint.load(run_dir, with_state=True)
     # one statistics update per environment step (initial count 1e-4, as SB3)
@@ -198,8 +213,11 @@ def test_normalisation_statistics_survive_checkpoint_resume_and_evaluate(policy,
 
     # a fresh process applies the saved (frozen) statistics: the training run's own last evaluation again
     out = tmp_path / "eval.json"
-    subprocess.run([sys.executable, "-m", "pmoe_rl.evaluate", str(run_dir), "--episodes", "3", "--json", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pmoe_rl.evaluate", str(run_dir), "--episodes", "3", "--json", str(out)],
+        check=True,
+        capture_output=True,
+    )
     assert json.loads(out.read_text())["returns"] == ckpt.state["last_eval"]["returns"]
 
     # resume continues the statistics, the reward normaliser and the update counter

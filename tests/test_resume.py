@@ -20,10 +20,26 @@ def read_progress(run_dir):
 
 def test_resume_after_kill_9(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    args = ["--env", "InvertedPendulum-v5", "--steps", "4000", "--checkpoint-every", "500", "--eval-every", "1000",
-            "--eval-episodes", "2", "--log-every", "250", "--run-dir", str(run_dir), *SMALL]
-    proc = subprocess.Popen([sys.executable, "-m", "pmoe_rl.train", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    args = [
+        "--env",
+        "InvertedPendulum-v5",
+        "--steps",
+        "4000",
+        "--checkpoint-every",
+        "500",
+        "--eval-every",
+        "1000",
+        "--eval-episodes",
+        "2",
+        "--log-every",
+        "250",
+        "--run-dir",
+        str(run_dir),
+        *SMALL,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pmoe_rl.train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     latest = run_dir / "checkpoints" / "latest"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

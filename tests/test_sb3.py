@@ -11,9 +11,8 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import distributions as D
 
-from pmoe_rl import train
+from pmoe_rl import load_policy, train
 from pmoe_rl.errors import CheckpointError, cli_main
-from pmoe_rl import load_policy
 from pmoe_rl.sb3 import PMOEPPO, PMOESAC, MixtureActorCriticPolicy, MixtureSACPolicy, from_checkpoint
 
 SAC_SMALL = dict(learning_starts=64, batch_size=32, buffer_size=5000)
@@ -33,16 +32,34 @@ def observations(model, n=32):
     return np.stack([model.observation_space.sample() for _ in range(n)]).astype(np.float32)
 
 
-@pytest.mark.parametrize("make", [
-    lambda env: PMOESAC("MlpPolicy", env, policy_kwargs=dict(n_experts=3, net_arch=[32, 32]), seed=0, **SAC_SMALL),
-    lambda env: PMOESAC(MixtureSACPolicy, env, policy_kwargs=dict(n_experts=2, gate_input="obs", net_arch=[32, 32]),
-                        gate_loss="ce", expert_update="all", warmup="policy", seed=0, **SAC_SMALL),
-    lambda env: SAC(MixtureSACPolicy, env, policy_kwargs=dict(n_experts=3, net_arch=[32, 32]), seed=0, **SAC_SMALL),
-    lambda env: PPO(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=4), seed=0, **PPO_SMALL),
-    lambda env: A2C(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=2), seed=0),
-    lambda env: PMOEPPO("MlpPolicy", env, seed=0, **PPO_SMALL),
-], ids=["PMOESAC", "PMOESAC-options", "SAC+MixtureSACPolicy", "PPO+MixtureActorCriticPolicy",
-        "A2C+MixtureActorCriticPolicy", "PMOEPPO"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda env: PMOESAC("MlpPolicy", env, policy_kwargs=dict(n_experts=3, net_arch=[32, 32]), seed=0, **SAC_SMALL),
+        lambda env: PMOESAC(
+            MixtureSACPolicy,
+            env,
+            policy_kwargs=dict(n_experts=2, gate_input="obs", net_arch=[32, 32]),
+            gate_loss="ce",
+            expert_update="all",
+            warmup="policy",
+            seed=0,
+            **SAC_SMALL,
+        ),
+        lambda env: SAC(MixtureSACPolicy, env, policy_kwargs=dict(n_experts=3, net_arch=[32, 32]), seed=0, **SAC_SMALL),
+        lambda env: PPO(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=4), seed=0, **PPO_SMALL),
+        lambda env: A2C(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=2), seed=0),
+        lambda env: PMOEPPO("MlpPolicy", env, seed=0, **PPO_SMALL),
+    ],
+    ids=[
+        "PMOESAC",
+        "PMOESAC-options",
+        "SAC+MixtureSACPolicy",
+        "PPO+MixtureActorCriticPolicy",
+        "A2C+MixtureActorCriticPolicy",
+        "PMOEPPO",
+    ],
+)
 def test_train_save_load_predict_identically(make, tmp_path):
     model = make("Pendulum-v1")
     model.learn(300)
@@ -69,8 +86,9 @@ def test_mixture_sac_actor_log_prob_is_the_mixture_density():
     with torch.no_grad():
         actions, logp = model.actor.action_log_prob(obs)
         dist = model.actor.distribution(obs)
-        base = D.Independent(D.TransformedDistribution(D.Normal(dist.mean, dist.log_std.exp()),
-                                                       [D.TanhTransform(cache_size=1)]), 1)
+        base = D.Independent(
+            D.TransformedDistribution(D.Normal(dist.mean, dist.log_std.exp()), [D.TanhTransform(cache_size=1)]), 1
+        )
         ref = D.MixtureSameFamily(D.Categorical(logits=dist.log_w), base)
         clipped = actions.clamp(-1 + 1e-6, 1 - 1e-6)
     # rlkit's 1e-6 inside log(1 - tanh^2 + eps) makes a tiny difference to the exact density
@@ -86,8 +104,9 @@ def test_mixture_distribution_log_prob_matches_torch_distributions():
         actions = torch.randn(16, 1)
         _, logp, entropy = model.policy.evaluate_actions(obs, actions)
         dist = model.policy.get_distribution(obs).distribution
-        ref = D.MixtureSameFamily(D.Categorical(logits=dist.log_w),
-                                  D.Independent(D.Normal(dist.mean, dist.log_std.exp()), 1))
+        ref = D.MixtureSameFamily(
+            D.Categorical(logits=dist.log_w), D.Independent(D.Normal(dist.mean, dist.log_std.exp()), 1)
+        )
     assert entropy is None  # SB3 then uses -mean(log pi)
     torch.testing.assert_close(logp, ref.log_prob(actions))
 
@@ -95,8 +114,19 @@ def test_mixture_distribution_log_prob_matches_torch_distributions():
 @pytest.mark.slow
 def test_ppo_with_the_mixture_policy_improves_on_pendulum():
     env = make_vec_env("Pendulum-v1", n_envs=4, seed=0)
-    model = PPO(MixtureActorCriticPolicy, env, policy_kwargs=dict(n_experts=3), n_steps=1024, gae_lambda=0.95,
-                gamma=0.9, n_epochs=10, learning_rate=1e-3, clip_range=0.2, seed=0, device="cpu")
+    model = PPO(
+        MixtureActorCriticPolicy,
+        env,
+        policy_kwargs=dict(n_experts=3),
+        n_steps=1024,
+        gae_lambda=0.95,
+        gamma=0.9,
+        n_epochs=10,
+        learning_rate=1e-3,
+        clip_range=0.2,
+        seed=0,
+        device="cpu",
+    )
     eval_env = make_vec_env("Pendulum-v1", n_envs=1, seed=100)
     before, _ = evaluate_policy(model, eval_env, n_eval_episodes=10)
     model.learn(60_000)
@@ -110,8 +140,10 @@ def test_sb3_machinery_callbacks_vecnormalize_logger_seeding(tmp_path):
     eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=1), training=False, norm_reward=False)
     model = PMOEPPO("MlpPolicy", venv, seed=0, **PPO_SMALL)
     model.set_logger(configure(str(tmp_path / "log"), ["csv", "json"]))
-    callbacks = [EvalCallback(eval_env, eval_freq=128, n_eval_episodes=2, log_path=str(tmp_path / "eval")),
-                 CheckpointCallback(save_freq=128, save_path=str(tmp_path / "ckpt"), save_vecnormalize=True)]
+    callbacks = [
+        EvalCallback(eval_env, eval_freq=128, n_eval_episodes=2, log_path=str(tmp_path / "eval")),
+        CheckpointCallback(save_freq=128, save_path=str(tmp_path / "ckpt"), save_vecnormalize=True),
+    ]
     model.learn(512, callback=callbacks)
     assert (tmp_path / "eval" / "evaluations.npz").exists()
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.zip"))
@@ -133,12 +165,36 @@ def test_sb3_machinery_callbacks_vecnormalize_logger_seeding(tmp_path):
 def test_native_checkpoints_open_as_sb3_models_with_the_same_actions(algo, tmp_path):
     run = tmp_path / "run"
     if algo == "sac":
-        args = ["--env", "Hopper-v5", "--steps", "300", "--set", "net.hidden=[32,32]", "--set",
-                "sac.critic_hidden=[32,32]", "--set", "sac.learning_starts=100", "--set", "sac.batch_size=32"]
+        args = [
+            "--env",
+            "Hopper-v5",
+            "--steps",
+            "300",
+            "--set",
+            "net.hidden=[32,32]",
+            "--set",
+            "sac.critic_hidden=[32,32]",
+            "--set",
+            "sac.learning_starts=100",
+            "--set",
+            "sac.batch_size=32",
+        ]
         expected = PMOESAC
     else:
-        args = ["--env", "Hopper-v5", "--algo", "ppo", "--policy", algo.split("-")[1], "--steps", "512",
-                "--set", "ppo.n_steps=256", "--set", "ppo.n_epochs=2"]
+        args = [
+            "--env",
+            "Hopper-v5",
+            "--algo",
+            "ppo",
+            "--policy",
+            algo.split("-")[1],
+            "--steps",
+            "512",
+            "--set",
+            "ppo.n_steps=256",
+            "--set",
+            "ppo.n_epochs=2",
+        ]
         expected = PMOEPPO if algo == "ppo-pmoe" else PPO
     assert cli_main(train.main, [*args, "--eval-every", "0", "--run-dir", str(run), "--no-progress"]) == 0
     policy, _ = load_policy(run)
@@ -160,8 +216,27 @@ def test_from_checkpoint_refuses_an_env_with_other_action_bounds(tmp_path):
     import gymnasium as gym
 
     run = tmp_path / "run"
-    assert cli_main(train.main, ["--env", "Pendulum-v1", "--algo", "ppo", "--steps", "64", "--set", "ppo.n_steps=64",
-                                 "--eval-every", "0", "--run-dir", str(run), "--no-progress"]) == 0
+    assert (
+        cli_main(
+            train.main,
+            [
+                "--env",
+                "Pendulum-v1",
+                "--algo",
+                "ppo",
+                "--steps",
+                "64",
+                "--set",
+                "ppo.n_steps=64",
+                "--eval-every",
+                "0",
+                "--run-dir",
+                str(run),
+                "--no-progress",
+            ],
+        )
+        == 0
+    )
     with pytest.raises(CheckpointError, match=r"act in \[-1, 1\].*RescaleAction"):
         from_checkpoint(run, env=gym.make("Pendulum-v1"))
     assert isinstance(from_checkpoint(run), PPO)  # the default env is pmoe-rl's, rescaled
@@ -173,14 +248,42 @@ def test_the_sb3_user_example_runs(tmp_path):
     from pathlib import Path
 
     run = tmp_path / "run"
-    assert cli_main(train.main, ["--env", "Pendulum-v1", "--steps", "300", "--set", "net.hidden=[32,32]",
-                                 "--set", "sac.learning_starts=100", "--eval-every", "0", "--run-dir", str(run),
-                                 "--no-progress"]) == 0
+    assert (
+        cli_main(
+            train.main,
+            [
+                "--env",
+                "Pendulum-v1",
+                "--steps",
+                "300",
+                "--set",
+                "net.hidden=[32,32]",
+                "--set",
+                "sac.learning_starts=100",
+                "--eval-every",
+                "0",
+                "--run-dir",
+                str(run),
+                "--no-progress",
+            ],
+        )
+        == 0
+    )
     script = Path(__file__).resolve().parent.parent / "examples" / "sb3_user.py"
-    proc = subprocess.run([sys.executable, str(script), "--steps", "600", "--out", str(tmp_path / "models"),
-                           "--checkpoint", str(run)], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--steps", "600", "--out", str(tmp_path / "models"), "--checkpoint", str(run)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
-    for name in ("pmoe_sac", "sac_mixture_policy", "ppo_mixture_policy", "a2c_mixture_policy", "pmoe_ppo",
-                 "from_checkpoint"):
+    for name in (
+        "pmoe_sac",
+        "sac_mixture_policy",
+        "ppo_mixture_policy",
+        "a2c_mixture_policy",
+        "pmoe_ppo",
+        "from_checkpoint",
+    ):
         assert (tmp_path / "models" / f"{name}.zip").is_file(), name
     assert "as PMOESAC: return" in proc.stdout

@@ -10,24 +10,54 @@ import yaml
 from conftest import SMALL
 from safetensors import safe_open
 
-from pmoe_rl import checkpoint, evaluate, train
+from pmoe_rl import checkpoint, evaluate, load_policy, train
 from pmoe_rl.agents.sac import SAC
 from pmoe_rl.config import Config, from_dict
 from pmoe_rl.errors import cli_main
-from pmoe_rl import load_policy
 
-SB3_KEYS = ["rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "time/total_timesteps", "train/actor_loss",
-            "train/critic_loss", "train/ent_coef", "eval/mean_reward", "eval/mean_ep_length"]
-MIXTURE_KEYS = ["train/gate_entropy", "train/gate_loss", "rollout/expert_usage_0", "train/best_expert_freq_3",
-                "eval/expert_usage_0"]
+SB3_KEYS = [
+    "rollout/ep_rew_mean",
+    "rollout/ep_len_mean",
+    "time/fps",
+    "time/total_timesteps",
+    "train/actor_loss",
+    "train/critic_loss",
+    "train/ent_coef",
+    "eval/mean_reward",
+    "eval/mean_ep_length",
+]
+MIXTURE_KEYS = [
+    "train/gate_entropy",
+    "train/gate_loss",
+    "rollout/expert_usage_0",
+    "train/best_expert_freq_3",
+    "eval/expert_usage_0",
+]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
-    code = cli_main(train.main, ["--env", "InvertedPendulum-v5", "--steps", "600", "--eval-every", "300",
-                                 "--eval-episodes", "3", "--checkpoint-every", "300", "--log-every", "200",
-                                 "--run-dir", str(run_dir), *SMALL])
+    code = cli_main(
+        train.main,
+        [
+            "--env",
+            "InvertedPendulum-v5",
+            "--steps",
+            "600",
+            "--eval-every",
+            "300",
+            "--eval-episodes",
+            "3",
+            "--checkpoint-every",
+            "300",
+            "--log-every",
+            "200",
+            "--run-dir",
+            str(run_dir),
+            *SMALL,
+        ],
+    )
     assert code == 0
     return run_dir
 
@@ -102,9 +132,13 @@ def test_checkpoint_round_trip_gives_identical_deterministic_actions(tmp_path):
     with torch.no_grad():  # move away from the near-zero initial heads
         for p in agent.policy.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    meta = {"algo": "sac", "env_id": cfg.env, "config": cfg.model_dump(),
-            "observation_space": checkpoint.describe_box(env.observation_space),
-            "action_space": checkpoint.describe_box(env.unwrapped.action_space)}
+    meta = {
+        "algo": "sac",
+        "env_id": cfg.env,
+        "config": cfg.model_dump(),
+        "observation_space": checkpoint.describe_box(env.observation_space),
+        "action_space": checkpoint.describe_box(env.unwrapped.action_space),
+    }
     checkpoint.save(tmp_path, 7, agent.weights(), meta, state={"optim": agent.optim_state()})
     policy, ckpt = load_policy(tmp_path)
     obs = torch.randn(50, 11)
@@ -141,14 +175,35 @@ def test_state_flattening_round_trips_optimizer_state():
     fresh.step()
 
 
-@pytest.mark.parametrize("env_id, ends_by, warmup", [("Pendulum-v1", "truncation", "uniform"),
-                                                     ("InvertedPendulum-v5", "termination", "policy")])
+@pytest.mark.parametrize(
+    "env_id, ends_by, warmup",
+    [("Pendulum-v1", "truncation", "uniform"), ("InvertedPendulum-v5", "termination", "policy")],
+)
 def test_only_terminations_stop_bootstrapping(env_id, ends_by, warmup, tmp_path):
     """Pendulum-v1 episodes end by the 200-step time limit: stored as not terminated (bootstrap from s');
     InvertedPendulum-v5 episodes end when the pole falls: stored as terminated."""
     run_dir = tmp_path / "run"
-    assert cli_main(train.main, ["--env", env_id, "--steps", "450", "--eval-every", "0", "--run-dir", str(run_dir),
-                                 *SMALL, "--set", "sac.learning_starts=1000", "--set", f"sac.warmup={warmup}"]) == 0
+    assert (
+        cli_main(
+            train.main,
+            [
+                "--env",
+                env_id,
+                "--steps",
+                "450",
+                "--eval-every",
+                "0",
+                "--run-dir",
+                str(run_dir),
+                *SMALL,
+                "--set",
+                "sac.learning_starts=1000",
+                "--set",
+                f"sac.warmup={warmup}",
+            ],
+        )
+        == 0
+    )
     ckpt = checkpoint.load(run_dir, with_state=True)
     storage = ckpt.state["buffer"]["storage"]
     terminated = storage[:, -1]

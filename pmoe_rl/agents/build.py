@@ -16,18 +16,37 @@ def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | Com
     """The policy network a run with config ``cfg`` trains."""
     net = cfg.net
     if cfg.policy in ("moe", "mcp"):
-        return CompositePolicy(obs_dim, act_dim, cfg.n_experts, cfg.policy, hidden=net.hidden,
-                               log_std_min=net.log_std_min, log_std_max=net.log_std_max, gate_input=net.gate_input)
+        return CompositePolicy(
+            obs_dim,
+            act_dim,
+            cfg.n_experts,
+            cfg.policy,
+            hidden=net.hidden,
+            log_std_min=net.log_std_min,
+            log_std_max=net.log_std_max,
+            gate_input=net.gate_input,
+        )
     if cfg.algo == "ppo":
         ppo = cfg.ppo
-        return PPOPolicy(obs_dim, act_dim, cfg.n_experts, ppo.hidden, ppo.activation, ppo.log_std_init, ppo.norm_obs,
-                         ppo.clip_obs, net.eval_expert)
-    return MixturePolicy(obs_dim, act_dim, cfg.n_experts, net.hidden, net.log_std_min, net.log_std_max,
-                         net.gate_input, net.eval_expert)
+        return PPOPolicy(
+            obs_dim,
+            act_dim,
+            cfg.n_experts,
+            ppo.hidden,
+            ppo.activation,
+            ppo.log_std_init,
+            ppo.norm_obs,
+            ppo.clip_obs,
+            net.eval_expert,
+        )
+    return MixturePolicy(
+        obs_dim, act_dim, cfg.n_experts, net.hidden, net.log_std_min, net.log_std_max, net.gate_input, net.eval_expert
+    )
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu"
-                ) -> tuple[MixturePolicy | CompositePolicy | PPOPolicy, checkpoint.Checkpoint]:
+def load_policy(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[MixturePolicy | CompositePolicy | PPOPolicy, checkpoint.Checkpoint]:
     """Rebuild the policy saved in a checkpoint (a run directory, a checkpoint directory or a file in one),
     in evaluation mode. Reads tensors and JSON only; nothing is unpickled."""
     ckpt = checkpoint.load(path, device=device)

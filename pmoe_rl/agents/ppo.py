@@ -54,8 +54,9 @@ class PPO(Agent):
         self.groups = [FlatParameters([*self.policy.parameters(), *self.value.parameters()])]
         if self.q is not None:
             self.groups.append(FlatParameters(list(self.q.parameters())))
-        self.optimizer = torch.optim.Adam([g.flat for g in self.groups], lr=ppo.learning_rate, eps=ppo.adam_eps,
-                                          fused=True)
+        self.optimizer = torch.optim.Adam(
+            [g.flat for g in self.groups], lr=ppo.learning_rate, eps=ppo.adam_eps, fused=True
+        )
         self.reward_norm = RewardNormalizer(cfg.num_envs, ppo.gamma, ppo.clip_reward) if ppo.norm_reward else None
         self.steps_per_iteration = ppo.n_steps * cfg.num_envs
         self.total_iterations = math.ceil(cfg.steps / self.steps_per_iteration)
@@ -112,8 +113,11 @@ class PPO(Agent):
                         k_star = best_expert(dist.rsample(), lambda a, obs=obs: self.q_values(obs, a))
                     g_loss = gate_loss(dist, k_star, ppo.gate_loss)
                     loss = loss + ppo.q_coef * q_loss + ppo.gate_loss_weight * g_loss
-                    parts.update(q_loss=q_loss, gate_loss=g_loss,
-                                 best_expert_freq=expert_frequencies(k_star, self.policy.n_experts))
+                    parts.update(
+                        q_loss=q_loss,
+                        gate_loss=g_loss,
+                        best_expert_freq=expert_frequencies(k_star, self.policy.n_experts),
+                    )
                 for group in self.groups:
                     group.zero_grad()
                 loss.backward()
@@ -185,6 +189,7 @@ class PPO(Agent):
 
 # --- rollouts ------------------------------------------------------------------------------------------------
 
+
 class Rollouts:
     """Collects ``n_steps`` from every environment of a vector env and turns them into PPO's batch.
 
@@ -241,9 +246,11 @@ class Rollouts:
         agent, ppo, device = self.agent, self.agent.cfg.ppo, self.device
         as_tensor = functools.partial(torch.as_tensor, device=device)
         T, n, obs_dim = self.obs_buf.shape
-        data = {"obs": as_tensor(self.obs_buf).reshape(T * n, obs_dim),
-                "actions": as_tensor(self.act_buf).reshape(T * n, -1),
-                "experts": as_tensor(self.expert_buf).reshape(-1)}
+        data = {
+            "obs": as_tensor(self.obs_buf).reshape(T * n, obs_dim),
+            "actions": as_tensor(self.act_buf).reshape(T * n, -1),
+            "experts": as_tensor(self.expert_buf).reshape(-1),
+        }
         rewards = self.rewards.copy()
         with torch.inference_mode():
             data["logp"] = agent.log_prob(self.policy.distribution(data["obs"]), data["actions"], data["experts"])

@@ -191,8 +191,13 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
     eval_env = make_env(cfg.env, seed=eval_seed(cfg.seed))
     obs_space, act_space = eval_env.observation_space, eval_env.unwrapped.action_space
     agent = agent_cls(cfg, obs_space.shape[0], act_space.shape[0], ctx.device)
-    meta = {"algo": cfg.algo, "env_id": cfg.env, "config": to_dict(cfg),
-            "observation_space": checkpoint.describe_box(obs_space), "action_space": checkpoint.describe_box(act_space)}
+    meta = {
+        "algo": cfg.algo,
+        "env_id": cfg.env,
+        "config": to_dict(cfg),
+        "observation_space": checkpoint.describe_box(obs_space),
+        "action_space": checkpoint.describe_box(act_space),
+    }
     step, last_eval = 0, {}
     stats = EpisodeStats(agent.policy.n_experts)
     try:
@@ -213,15 +218,19 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
         raise
 
     def save_checkpoint() -> Path:
-        state = {"optim": agent.optim_state(), **stats.state_dict(), "last_eval": last_eval,
-                 "rng": checkpoint.capture_rng(agent.rng_env), **agent.extra_state()}
+        state = {
+            "optim": agent.optim_state(),
+            **stats.state_dict(),
+            "last_eval": last_eval,
+            "rng": checkpoint.capture_rng(agent.rng_env),
+            **agent.extra_state(),
+        }
         return checkpoint.save(ctx.run_dir, step, agent.weights(), meta, state)
 
     def crossed(every: int, before: int) -> bool:
         return bool(every) and step // every > before // every
 
-    log = RunLogger(ctx.run_dir, resume_step=step if ctx.resume else None, total_steps=cfg.steps,
-                    progress=ctx.progress)
+    log = RunLogger(ctx.run_dir, resume_step=step if ctx.resume else None, total_steps=cfg.steps, progress=ctx.progress)
     rec = Recorder(log, stats, step)
     metrics: dict[str, torch.Tensor] = {}  # the latest logged update's, as SB3 logs them
     try:
@@ -236,8 +245,10 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
             if dump_now:
                 rec.dump(step, agent.n_updates, metrics, **agent.log_records())
             if stop:
-                log.message(f"stopping at step {step}: evaluation mean return {last_eval['mean_return']:.1f} "
-                            f">= stop_at_reward {cfg.stop_at_reward}")
+                log.message(
+                    f"stopping at step {step}: evaluation mean return {last_eval['mean_return']:.1f} "
+                    f">= stop_at_reward {cfg.stop_at_reward}"
+                )
                 break
             if crossed(cfg.checkpoint_every, before) and step < cfg.steps:
                 save_checkpoint()

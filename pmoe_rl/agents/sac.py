@@ -77,8 +77,9 @@ class SAC(Agent):
         # 1-2: every expert's reparameterised action, and the best expert under the current critic if needed
         dist = self.policy(obs)
         u, logp = dist.rsample_with_log_prob()  # (B, K, A), (B, K)
-        k_star = best_expert(torch.tanh(u.detach()), lambda a: self.q_min(obs, a)) if estimator.needs_best_expert \
-            else None
+        k_star = (
+            best_expert(torch.tanh(u.detach()), lambda a: self.q_min(obs, a)) if estimator.needs_best_expert else None
+        )
         actor_batch = ActorBatch(obs, dist, u, logp, k_star)
 
         # 3: temperature
@@ -126,8 +127,12 @@ class SAC(Agent):
 
     # --- what the run skeleton saves -----------------------------------------------------------------------
     def modules(self) -> dict:
-        return {"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target,
-                "log_alpha": self.log_alpha}
+        return {
+            "policy": self.policy,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "log_alpha": self.log_alpha,
+        }
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         opts = {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}

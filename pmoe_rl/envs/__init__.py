@@ -22,8 +22,7 @@ from pmoe_rl.errors import EnvError
 # the package's own tasks
 MULTIGOAL = "pmoe_rl/MultiGoal-v0"
 if MULTIGOAL not in gym.registry:
-    gym.register(id=MULTIGOAL, entry_point="pmoe_rl.envs.multigoal:MultiGoalEnv",
-                 max_episode_steps=_MULTIGOAL_HORIZON)
+    gym.register(id=MULTIGOAL, entry_point="pmoe_rl.envs.multigoal:MultiGoalEnv", max_episode_steps=_MULTIGOAL_HORIZON)
 
 
 def check_env_id(env_id: str) -> None:
@@ -42,8 +41,10 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         raise EnvError(f"cannot create environment '{env_id}': {exc}") from None
     if not isinstance(env.action_space, gym.spaces.Box):
         env.close()
-        raise EnvError(f"'{env_id}' has a {type(env.action_space).__name__} action space; "
-                       "pmoe-rl's policies need continuous (Box) actions")
+        raise EnvError(
+            f"'{env_id}' has a {type(env.action_space).__name__} action space; "
+            "pmoe-rl's policies need continuous (Box) actions"
+        )
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env.close()
         raise EnvError(f"'{env_id}' needs a flat Box observation space, got {env.observation_space}")

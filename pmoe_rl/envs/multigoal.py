@@ -1,5 +1,5 @@
 """MultiGoal: the 2-D point mass with four goals of soft Q-learning (Haarnoja, Tang, Abbeel, Levine, ICML 2017),
-the standard picture of a multimodal policy (reference/multigoal.md; source of truth:
+the standard picture of a multimodal policy (source of truth:
 ``rail-berkeley/softlearning: softlearning/environments/gym/multi_goal.py``).
 
 State: the position in [-7, 7]^2, starting near the origin (N(0, 0.1^2 I)). Action: a velocity in [-1, 1]^2;
@@ -23,8 +23,15 @@ HORIZON = 30
 class MultiGoalEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, render_mode: str | None = None, goal_reward: float = 10.0, actuation_cost_coeff: float = 30.0,
-                 distance_cost_coeff: float = 1.0, init_sigma: float = 0.1, goal_threshold: float = 1.0):
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        goal_reward: float = 10.0,
+        actuation_cost_coeff: float = 30.0,
+        distance_cost_coeff: float = 1.0,
+        init_sigma: float = 0.1,
+        goal_threshold: float = 1.0,
+    ):
         self.render_mode = render_mode
         self.goal_reward, self.actuation_cost_coeff = goal_reward, actuation_cost_coeff
         self.distance_cost_coeff, self.init_sigma, self.goal_threshold = distance_cost_coeff, init_sigma, goal_threshold
@@ -45,8 +52,9 @@ class MultiGoalEnv(gym.Env):
         self.position = np.clip(self.position + action, -7.0, 7.0)
         self.path.append(self.position.copy())
         distances = np.linalg.norm(GOALS - self.position, axis=1)
-        reward = (-self.actuation_cost_coeff * float(action @ action)
-                  - self.distance_cost_coeff * float(distances.min() ** 2))
+        reward = -self.actuation_cost_coeff * float(action @ action) - self.distance_cost_coeff * float(
+            distances.min() ** 2
+        )
         reached = bool(distances.min() < self.goal_threshold)
         if reached:
             reward += self.goal_reward

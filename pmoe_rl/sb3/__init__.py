@@ -20,5 +20,13 @@ from pmoe_rl.sb3.policies import (
     ObsNormalizerExtractor,
 )
 
-__all__ = ["MixtureSACPolicy", "PMOESAC", "MixtureActorCriticPolicy", "PMOEPPO", "from_checkpoint", "MixtureActor",
-           "MixtureDistribution", "ObsNormalizerExtractor"]
+__all__ = [
+    "MixtureSACPolicy",
+    "PMOESAC",
+    "MixtureActorCriticPolicy",
+    "PMOEPPO",
+    "from_checkpoint",
+    "MixtureActor",
+    "MixtureDistribution",
+    "ObsNormalizerExtractor",
+]

@@ -40,14 +40,18 @@ def from_checkpoint(path: str | Path, env=None, device: str | torch.device = "cp
     env = env if env is not None else make_env(cfg.env)
     obs_shape = tuple(ckpt.meta["observation_space"]["shape"])
     if env.observation_space.shape != obs_shape:
-        raise CheckpointError(f"the env's observations have shape {env.observation_space.shape}, the checkpoint's "
-                              f"{obs_shape}")
+        raise CheckpointError(
+            f"the env's observations have shape {env.observation_space.shape}, the checkpoint's {obs_shape}"
+        )
     space = env.action_space
-    if space.shape != tuple(ckpt.meta["action_space"]["shape"]) or not (np.all(space.low == -1) and
-                                                                         np.all(space.high == 1)):
-        raise CheckpointError(f"pmoe-rl policies act in [-1, 1]^{ckpt.meta['action_space']['shape']}; the env's "
-                              f"action space is {space}: pass env=None or wrap the env in "
-                              "gymnasium.wrappers.RescaleAction(env, -1, 1)")
+    if space.shape != tuple(ckpt.meta["action_space"]["shape"]) or not (
+        np.all(space.low == -1) and np.all(space.high == 1)
+    ):
+        raise CheckpointError(
+            f"pmoe-rl policies act in [-1, 1]^{ckpt.meta['action_space']['shape']}; the env's "
+            f"action space is {space}: pass env=None or wrap the env in "
+            "gymnasium.wrappers.RescaleAction(env, -1, 1)"
+        )
     build = _sac if ckpt.meta["algo"] == "sac" else _ppo
     model = build(cfg, env, device, kwargs)
     try:
@@ -63,19 +67,41 @@ def _sac(cfg: Config, env, device, overrides: dict) -> PMOESAC:
         raise CheckpointError(f"the run used sac.reward_scale={sac.reward_scale}; SB3's SAC has no reward scale")
     for name in ("critic_lr", "alpha_lr"):
         if getattr(sac, name) != sac.actor_lr and "learning_rate" not in overrides:
-            raise CheckpointError(f"the run used sac.{name}={getattr(sac, name)} and sac.actor_lr={sac.actor_lr}; SB3's "
-                                  f"SAC has one learning rate (pass learning_rate=... to choose it)")
+            raise CheckpointError(
+                f"the run used sac.{name}={getattr(sac, name)} and sac.actor_lr={sac.actor_lr}; SB3's "
+                f"SAC has one learning rate (pass learning_rate=... to choose it)"
+            )
     ent_coef = f"auto_{sac.init_alpha}" if sac.ent_coef == "auto" else float(sac.ent_coef)
     target_entropy = "auto" if sac.target_entropy == "auto" else float(sac.target_entropy)
-    args = dict(learning_rate=sac.actor_lr, buffer_size=sac.buffer_size, learning_starts=sac.learning_starts,
-                batch_size=sac.batch_size, tau=sac.tau, gamma=sac.gamma, train_freq=sac.train_freq,
-                gradient_steps=sac.gradient_steps, ent_coef=ent_coef, target_update_interval=sac.target_update_interval,
-                target_entropy=target_entropy, warmup=sac.warmup, expert_update=sac.expert_update, gate_loss=sac.gate_loss,
-                gate_loss_weight=sac.gate_loss_weight, target_logp=sac.target_logp, alpha_logp=sac.alpha_logp,
-                seed=cfg.seed, device=device,
-                policy_kwargs=dict(net_arch=dict(pi=net.hidden, qf=sac.critic_hidden), n_experts=cfg.n_experts,
-                                   gate_input=net.gate_input, eval_expert=net.eval_expert,
-                                   log_std_min=net.log_std_min, log_std_max=net.log_std_max))
+    args = dict(
+        learning_rate=sac.actor_lr,
+        buffer_size=sac.buffer_size,
+        learning_starts=sac.learning_starts,
+        batch_size=sac.batch_size,
+        tau=sac.tau,
+        gamma=sac.gamma,
+        train_freq=sac.train_freq,
+        gradient_steps=sac.gradient_steps,
+        ent_coef=ent_coef,
+        target_update_interval=sac.target_update_interval,
+        target_entropy=target_entropy,
+        warmup=sac.warmup,
+        expert_update=sac.expert_update,
+        gate_loss=sac.gate_loss,
+        gate_loss_weight=sac.gate_loss_weight,
+        target_logp=sac.target_logp,
+        alpha_logp=sac.alpha_logp,
+        seed=cfg.seed,
+        device=device,
+        policy_kwargs=dict(
+            net_arch=dict(pi=net.hidden, qf=sac.critic_hidden),
+            n_experts=cfg.n_experts,
+            gate_input=net.gate_input,
+            eval_expert=net.eval_expert,
+            log_std_min=net.log_std_min,
+            log_std_max=net.log_std_max,
+        ),
+    )
     args.update(overrides)
     return PMOESAC("MlpPolicy", env, **args)
 
@@ -83,19 +109,36 @@ def _sac(cfg: Config, env, device, overrides: dict) -> PMOESAC:
 def _ppo(cfg: Config, env, device, overrides: dict) -> PPO:
     ppo = cfg.ppo
     pmoe = cfg.policy == "pmoe" and cfg.n_experts > 1
-    policy_kwargs = dict(n_experts=cfg.n_experts, eval_expert=cfg.net.eval_expert,
-                         net_arch=dict(pi=ppo.hidden, vf=ppo.value_hidden),
-                         activation_fn=nn.Tanh if ppo.activation == "tanh" else nn.ReLU,
-                         log_std_init=ppo.log_std_init, optimizer_kwargs=dict(eps=ppo.adam_eps))
+    policy_kwargs = dict(
+        n_experts=cfg.n_experts,
+        eval_expert=cfg.net.eval_expert,
+        net_arch=dict(pi=ppo.hidden, vf=ppo.value_hidden),
+        activation_fn=nn.Tanh if ppo.activation == "tanh" else nn.ReLU,
+        log_std_init=ppo.log_std_init,
+        optimizer_kwargs=dict(eps=ppo.adam_eps),
+    )
     if ppo.norm_obs:
-        policy_kwargs.update(features_extractor_class=ObsNormalizerExtractor,
-                             features_extractor_kwargs=dict(clip=ppo.clip_obs))
+        policy_kwargs.update(
+            features_extractor_class=ObsNormalizerExtractor, features_extractor_kwargs=dict(clip=ppo.clip_obs)
+        )
     # SB3 clips the value prediction without taking the max with the unclipped loss; the closest is no clipping
-    args = dict(learning_rate=ppo.learning_rate, n_steps=ppo.n_steps, batch_size=ppo.batch_size,
-                n_epochs=ppo.n_epochs, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip_range,
-                normalize_advantage=ppo.normalize_advantage, ent_coef=ppo.ent_coef, vf_coef=ppo.vf_coef,
-                max_grad_norm=ppo.max_grad_norm, target_kl=ppo.target_kl, seed=cfg.seed, device=device,
-                policy_kwargs=policy_kwargs)
+    args = dict(
+        learning_rate=ppo.learning_rate,
+        n_steps=ppo.n_steps,
+        batch_size=ppo.batch_size,
+        n_epochs=ppo.n_epochs,
+        gamma=ppo.gamma,
+        gae_lambda=ppo.gae_lambda,
+        clip_range=ppo.clip_range,
+        normalize_advantage=ppo.normalize_advantage,
+        ent_coef=ppo.ent_coef,
+        vf_coef=ppo.vf_coef,
+        max_grad_norm=ppo.max_grad_norm,
+        target_kl=ppo.target_kl,
+        seed=cfg.seed,
+        device=device,
+        policy_kwargs=policy_kwargs,
+    )
     if pmoe:
         policy_kwargs["q_net_arch"] = ppo.q_hidden
         args.update(q_coef=ppo.q_coef, gate_loss=ppo.gate_loss, gate_loss_weight=ppo.gate_loss_weight)
@@ -109,7 +152,9 @@ def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -
     if isinstance(model, PMOESAC):
         policy.actor.mixture.load_state_dict(checkpoint.submodule(weights, "policy"))
         for name, critic in (("critic", policy.critic), ("critic_target", policy.critic_target)):
-            w = checkpoint.submodule(weights, name)  # pmoe_rl.nets.TwinQ: stacked (n, in, out) weights and (n, 1, out) biases
+            w = checkpoint.submodule(
+                weights, name
+            )  # pmoe_rl.nets.TwinQ: stacked (n, in, out) weights and (n, 1, out) biases
             for i, q_net in enumerate(critic.q_networks):
                 layers = [m for m in q_net if isinstance(m, nn.Linear)]
                 for j, layer in enumerate(layers):
@@ -123,8 +168,10 @@ def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -
         return [m for module in modules for m in module.modules() if isinstance(m, nn.Linear)]
 
     native = checkpoint.submodule(weights, "policy")
-    groups = [("policy.mean_net", linears(policy.mlp_extractor.policy_net, policy.action_net)),
-              ("value", linears(policy.mlp_extractor.value_net, policy.value_net))]
+    groups = [
+        ("policy.mean_net", linears(policy.mlp_extractor.policy_net, policy.action_net)),
+        ("value", linears(policy.mlp_extractor.value_net, policy.value_net)),
+    ]
     if policy.q_net is not None:
         groups.append(("q", linears(policy.q_net)))
     for prefix, layers in groups:

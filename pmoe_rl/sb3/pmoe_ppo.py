@@ -36,13 +36,26 @@ class PMOEPPO(PPO):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MixtureActorCriticPolicy}
     policy: MixtureActorCriticPolicy
 
-    def __init__(self, policy, env, *args, q_coef: float = options.Q_COEF, gate_loss: options.GateLoss = options.GATE_LOSS,
-                 gate_loss_weight: float = options.GATE_LOSS_WEIGHT, policy_kwargs: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        policy,
+        env,
+        *args,
+        q_coef: float = options.Q_COEF,
+        gate_loss: options.GateLoss = options.GATE_LOSS,
+        gate_loss_weight: float = options.GATE_LOSS_WEIGHT,
+        policy_kwargs: dict | None = None,
+        **kwargs,
+    ):
         policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
         if isinstance(policy_class, type) and not issubclass(policy_class, MixtureActorCriticPolicy):
-            raise ValueError(f"PMOEPPO needs a MixtureActorCriticPolicy (or \"MlpPolicy\"), got {policy_class.__name__}")
+            raise ValueError(f'PMOEPPO needs a MixtureActorCriticPolicy (or "MlpPolicy"), got {policy_class.__name__}')
         self.q_coef, self.gate_loss, self.gate_loss_weight = q_coef, gate_loss, gate_loss_weight
-        policy_kwargs = {"n_experts": options.PPO_EXPERTS, "q_net_arch": list(options.Q_HIDDEN), **(policy_kwargs or {})}
+        policy_kwargs = {
+            "n_experts": options.PPO_EXPERTS,
+            "q_net_arch": list(options.Q_HIDDEN),
+            **(policy_kwargs or {}),
+        }
         super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, **kwargs)
 
     def _setup_model(self) -> None:
@@ -58,7 +71,7 @@ class PMOEPPO(PPO):
         clip_range_vf = self.clip_range_vf(self._current_progress_remaining) if self.clip_range_vf else None
         logs: dict[str, list] = {}
         continue_training = True
-        for epoch in range(self.n_epochs):
+        for _epoch in range(self.n_epochs):
             approx_kl_divs = []
             for data in self.rollout_buffer.get(self.batch_size):
                 features, latent_pi, latent_vf = policy._latents(data.observations)
@@ -68,8 +81,9 @@ class PMOEPPO(PPO):
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 ratio = torch.exp(log_prob - data.old_log_prob)
-                policy_loss = -torch.min(advantages * ratio,
-                                         advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+                policy_loss = -torch.min(
+                    advantages * ratio, advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                ).mean()
                 if clip_range_vf is not None:
                     values = data.old_values + torch.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
                 value_loss = F.mse_loss(data.returns, values)
@@ -77,20 +91,31 @@ class PMOEPPO(PPO):
 
                 # PMOE-PPO: the auxiliary Q on the taken action, and the gate toward the best fresh expert
                 mix = dist.distribution
-                q_loss = F.mse_loss(policy.q_values(data.observations, data.actions.unsqueeze(1)).squeeze(1),
-                                    data.returns)
+                q_loss = F.mse_loss(
+                    policy.q_values(data.observations, data.actions.unsqueeze(1)).squeeze(1), data.returns
+                )
                 with torch.no_grad():  # score a fresh sample of every expert
                     k_star = best_expert(mix.rsample(), lambda a, obs=data.observations: policy.q_values(obs, a))
                 g_loss = gate_loss(mix, k_star, self.gate_loss)
 
-                loss = (policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                        + self.q_coef * q_loss + self.gate_loss_weight * g_loss)
+                loss = (
+                    policy_loss
+                    + self.ent_coef * entropy_loss
+                    + self.vf_coef * value_loss
+                    + self.q_coef * q_loss
+                    + self.gate_loss_weight * g_loss
+                )
                 with torch.no_grad():
                     log_ratio = log_prob - data.old_log_prob
                     approx_kl_div = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
                     approx_kl_divs.append(approx_kl_div)
-                for key, value in (("policy_gradient_loss", policy_loss), ("value_loss", value_loss),
-                                   ("entropy_loss", entropy_loss), ("q_loss", q_loss), ("gate_loss", g_loss)):
+                for key, value in (
+                    ("policy_gradient_loss", policy_loss),
+                    ("value_loss", value_loss),
+                    ("entropy_loss", entropy_loss),
+                    ("q_loss", q_loss),
+                    ("gate_loss", g_loss),
+                ):
                     logs.setdefault(key, []).append(value.item())
                 logs.setdefault("clip_fraction", []).append(((ratio - 1).abs() > clip_range).float().mean().item())
                 logs.setdefault("best_expert_freq", []).append(expert_frequencies(k_star, mix.n_experts).cpu().numpy())
@@ -102,8 +127,9 @@ class PMOEPPO(PPO):
                 # as the native agent: policy and value clipped together, the auxiliary Q on its own
                 q_params = list(policy.q_net.parameters())
                 q_ids = {id(p) for p in q_params}
-                torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if id(p) not in q_ids],
-                                               self.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in policy.parameters() if id(p) not in q_ids], self.max_grad_norm
+                )
                 torch.nn.utils.clip_grad_norm_(q_params, self.max_grad_norm)
                 policy.optimizer.step()
             self._n_updates += 1
@@ -114,8 +140,9 @@ class PMOEPPO(PPO):
         self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
         self.logger.record("train/loss", loss.item())
         buffer = self.rollout_buffer
-        self.logger.record("train/explained_variance",
-                           explained_variance(buffer.values.flatten(), buffer.returns.flatten()))
+        self.logger.record(
+            "train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten())
+        )
         self.logger.record("train/std", torch.exp(policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)

@@ -38,10 +38,19 @@ class PMOESAC(SAC):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MixtureSACPolicy}
     policy: MixtureSACPolicy
 
-    def __init__(self, policy, env, *args, expert_update: options.ExpertUpdate = options.EXPERT_UPDATE,
-                 gate_loss: options.GateLoss = options.GATE_LOSS, gate_loss_weight: float = options.GATE_LOSS_WEIGHT,
-                 target_logp: options.TargetLogp = options.TARGET_LOGP,
-                 alpha_logp: options.AlphaLogp = options.ALPHA_LOGP, warmup: options.Warmup = "uniform", **kwargs):
+    def __init__(
+        self,
+        policy,
+        env,
+        *args,
+        expert_update: options.ExpertUpdate = options.EXPERT_UPDATE,
+        gate_loss: options.GateLoss = options.GATE_LOSS,
+        gate_loss_weight: float = options.GATE_LOSS_WEIGHT,
+        target_logp: options.TargetLogp = options.TARGET_LOGP,
+        alpha_logp: options.AlphaLogp = options.ALPHA_LOGP,
+        warmup: options.Warmup = "uniform",
+        **kwargs,
+    ):
         self.expert_update, self.gate_loss, self.gate_loss_weight = expert_update, gate_loss, gate_loss_weight
         self.target_logp, self.alpha_logp, self.warmup = target_logp, alpha_logp, warmup
         super().__init__(policy, env, *args, **kwargs)

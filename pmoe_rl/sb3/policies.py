@@ -42,26 +42,57 @@ from pmoe_rl.policies import MixturePolicy
 class MixtureActor(BasePolicy):
     """SAC actor: the features extractor, then :class:`~pmoe_rl.policies.MixturePolicy` (``self.mixture``)."""
 
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, net_arch: list[int],
-                 features_extractor: nn.Module, features_dim: int, activation_fn: type[nn.Module] = nn.ReLU,
-                 normalize_images: bool = True, n_experts: int = options.SAC_EXPERTS,
-                 gate_input: options.GateInput = options.GATE_INPUT, eval_expert: options.EvalExpert = options.EVAL_EXPERT,
-                 log_std_min: float = options.LOG_STD_MIN, log_std_max: float = options.LOG_STD_MAX,
-                 use_sde: bool = False, **_sde_kwargs):
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: nn.Module,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+        n_experts: int = options.SAC_EXPERTS,
+        gate_input: options.GateInput = options.GATE_INPUT,
+        eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+        log_std_min: float = options.LOG_STD_MIN,
+        log_std_max: float = options.LOG_STD_MAX,
+        use_sde: bool = False,
+        **_sde_kwargs,
+    ):
         if use_sde:
             raise ValueError("mixture policies do not support gSDE (use_sde=True)")
-        super().__init__(observation_space, action_space, features_extractor=features_extractor,
-                         normalize_images=normalize_images, squash_output=True)
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+            squash_output=True,
+        )
         self.net_arch, self.activation_fn, self.features_dim = net_arch, activation_fn, features_dim
-        self.mixture_kwargs = dict(n_experts=n_experts, gate_input=gate_input, eval_expert=eval_expert,
-                                   log_std_min=log_std_min, log_std_max=log_std_max)
-        self.mixture = MixturePolicy(features_dim, int(np.prod(action_space.shape)), hidden=list(net_arch),
-                                     activation=activation_fn, **self.mixture_kwargs)
+        self.mixture_kwargs = dict(
+            n_experts=n_experts,
+            gate_input=gate_input,
+            eval_expert=eval_expert,
+            log_std_min=log_std_min,
+            log_std_max=log_std_max,
+        )
+        self.mixture = MixturePolicy(
+            features_dim,
+            int(np.prod(action_space.shape)),
+            hidden=list(net_arch),
+            activation=activation_fn,
+            **self.mixture_kwargs,
+        )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(net_arch=self.net_arch, features_dim=self.features_dim, activation_fn=self.activation_fn,
-                    features_extractor=self.features_extractor, **self.mixture_kwargs)
+        data.update(
+            net_arch=self.net_arch,
+            features_dim=self.features_dim,
+            activation_fn=self.activation_fn,
+            features_extractor=self.features_extractor,
+            **self.mixture_kwargs,
+        )
         return data
 
     def distribution(self, obs: torch.Tensor) -> SquashedMixture:
@@ -92,13 +123,25 @@ class MixtureSACPolicy(SACPolicy):
 
     actor: MixtureActor
 
-    def __init__(self, *args, n_experts: int = options.SAC_EXPERTS, gate_input: options.GateInput = options.GATE_INPUT,
-                 eval_expert: options.EvalExpert = options.EVAL_EXPERT, log_std_min: float = options.LOG_STD_MIN,
-                 log_std_max: float = options.LOG_STD_MAX, **kwargs):
+    def __init__(
+        self,
+        *args,
+        n_experts: int = options.SAC_EXPERTS,
+        gate_input: options.GateInput = options.GATE_INPUT,
+        eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+        log_std_min: float = options.LOG_STD_MIN,
+        log_std_max: float = options.LOG_STD_MAX,
+        **kwargs,
+    ):
         if kwargs.get("use_sde"):
             raise ValueError("mixture policies do not support gSDE (use_sde=True)")
-        self.mixture_kwargs = dict(n_experts=n_experts, gate_input=gate_input, eval_expert=eval_expert,
-                                   log_std_min=log_std_min, log_std_max=log_std_max)
+        self.mixture_kwargs = dict(
+            n_experts=n_experts,
+            gate_input=gate_input,
+            eval_expert=eval_expert,
+            log_std_min=log_std_min,
+            log_std_max=log_std_max,
+        )
         super().__init__(*args, **kwargs)
 
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> MixtureActor:
@@ -180,8 +223,14 @@ class MixtureActorCriticPolicy(ActorCriticPolicy):
     The gate is Linear(features -> K) + softmax on the (policy) features, as pmoe-rl's PPO policy gates on the
     normalised observation; it is initialised orthogonally with gain 0.01 (near-uniform weights)."""
 
-    def __init__(self, *args, n_experts: int = options.PPO_EXPERTS, eval_expert: options.EvalExpert = options.EVAL_EXPERT,
-                 q_net_arch: list[int] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        n_experts: int = options.PPO_EXPERTS,
+        eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+        q_net_arch: list[int] | None = None,
+        **kwargs,
+    ):
         if kwargs.get("use_sde"):
             raise ValueError("mixture policies do not support gSDE (use_sde=True)")
         self.n_experts, self.eval_expert, self.q_net_arch = n_experts, eval_expert, q_net_arch
@@ -197,7 +246,8 @@ class MixtureActorCriticPolicy(ActorCriticPolicy):
         self.action_dist = MixtureDistribution(act_dim, self.n_experts, self.eval_expert)
         self._build_mlp_extractor()
         self.action_net, self.log_std = self.action_dist.proba_distribution_net(
-            self.mlp_extractor.latent_dim_pi, self.log_std_init)
+            self.mlp_extractor.latent_dim_pi, self.log_std_init
+        )
         self.gate = nn.Linear(self.features_dim, self.n_experts) if self.n_experts > 1 else None
         self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
         self.q_net = None
