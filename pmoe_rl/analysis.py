@@ -180,3 +180,14 @@ def analyze(policy, env_id: str, folder: Path, episodes: int, seed: int, determi
         plot_multigoal(policy, eps, folder / "multigoal_trajectories.png")
     write_text_atomic(folder / "analysis.json", json.dumps(summary, indent=1))
     return summary
+
+
+def describe(summary: dict) -> str:
+    """One line of an :func:`analyze` summary: the expert separation and, for MultiGoal, the goals."""
+    line = f"expert separation {summary['expert_separation']:.2f}"
+    if "goals_reached" in summary:
+        line += (
+            f"; goals reached {summary['goals_reached']}; each expert alone from the origin reaches "
+            f"{summary['expert_goals']}"
+        )
+    return line

@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from pmoe_rl.errors import ConfigError, DeviceError
+from pmoe_rl.errors import ConfigError, DeviceError, cli_main
 
 # Measured on the 2-core CI machine (BENCHMARKS.md): the SAC update is fastest with this many threads.
 DEFAULT_THREADS = 2
@@ -19,6 +19,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def entry_point(main):
+    """The console-script entry of a CLI ``main``: exits with its code, user errors as one ``error: ...`` line."""
+    return lambda: sys.exit(cli_main(main))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -195,9 +195,8 @@ class Config(Section):
     gaussian: one Gaussian (plain SAC / PPO); moe / mcp (SAC): one Gaussian composed from K primitives by a gated
     mixture of experts / a multiplicative compositional policy"""
     estimator: str = "pmoe"
-    """actor-loss estimator of a SAC mixture policy: pmoe (best expert + gate frequency loss), gumbel
-    (Gumbel-Softmax), score (score function), mrp (marginalised reparameterisation), or one registered with
-    pmoe_rl.register_estimator"""
+    """actor-loss estimator of a SAC mixture policy, by its registered name (docs/algorithms.md explains each;
+    pmoe_rl.register_estimator adds one)"""
     experts: PositiveInt | None = None
     """number of experts K (unset: 1 for gaussian; 4 with SAC, the official code; 5 with PPO, the co-author
     script); config.yaml stores the number used"""
@@ -246,6 +245,11 @@ class Config(Section):
         return options.PPO_EXPERTS if self.algo == "ppo" else options.SAC_EXPERTS
 
 
+def is_section(annotation: Any) -> bool:
+    """Whether a field's type is a group of options (``net``, ``sac``, ``ppo``) rather than one option."""
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def resumable(name: str) -> bool:
     """Whether a top-level option may change when a run is resumed (the others must match its config)."""
     extra = Config.model_fields[name].json_schema_extra
@@ -264,7 +268,7 @@ def _field_path(loc: tuple) -> tuple[str, type[BaseModel] | None, str]:
         if isinstance(part, str) and model is not None and part in model.model_fields:
             names.append(part)
             ann = model.model_fields[part].annotation
-            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            model = ann if is_section(ann) else None
         elif isinstance(part, int):
             rest += f"[{part}]"
         elif model is not None and isinstance(part, str):  # an unknown key

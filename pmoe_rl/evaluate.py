@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from pmoe_rl import checkpoint
 from pmoe_rl.agents.build import load_policy
-from pmoe_rl.cli import Parser, configure_cpu, resolve_device
+from pmoe_rl.cli import Parser, configure_cpu, entry_point, resolve_device
 from pmoe_rl.config import from_dict
 from pmoe_rl.envs import make_env
-from pmoe_rl.errors import ConfigError, EnvError, cli_main
+from pmoe_rl.errors import ConfigError, EnvError
 from pmoe_rl.evaluation import eval_seed, evaluate_policy
 
 
@@ -113,21 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.video:
         print(f"videos in {args.video}")
     if args.analyze:
-        from pmoe_rl.analysis import analyze
+        from pmoe_rl.analysis import analyze, describe
 
         summary = analyze(policy, env_id, Path(args.analyze), args.episodes, seed, not args.stochastic)
-        goals = (
-            f"; goals reached {summary['goals_reached']}; each expert alone from the origin reaches "
-            f"{summary['expert_goals']}"
-            if "goals_reached" in summary
-            else ""
-        )
-        print(f"expert separation {summary['expert_separation']:.2f}{goals}; plots in {args.analyze}")
+        print(f"{describe(summary)}; plots in {args.analyze}")
     return 0
 
 
-def _entry() -> None:
-    sys.exit(cli_main(main))
+_entry = entry_point(main)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ so the same checkpoint and seed give the same returns in any process.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -31,13 +32,7 @@ class EvalResult:
         return float(np.std(self.returns))
 
     def to_json(self) -> dict:
-        return {
-            "mean_return": self.mean_return,
-            "std_return": self.std_return,
-            "returns": self.returns,
-            "lengths": self.lengths,
-            "expert_usage": self.expert_usage,
-        }
+        return {"mean_return": self.mean_return, "std_return": self.std_return, **dataclasses.asdict(self)}
 
 
 def eval_seed(train_seed: int) -> int:
@@ -81,15 +76,9 @@ def run_episodes(
     return episodes
 
 
-def evaluate_policy(
-    policy: MixturePolicy,
-    env: gym.Env,
-    n_episodes: int,
-    seed: int,
-    deterministic: bool = True,
-    device: torch.device | str = "cpu",
-) -> EvalResult:
-    episodes = run_episodes(policy, env, n_episodes, seed, deterministic, device)
+def evaluate_policy(policy: MixturePolicy, env: gym.Env, n_episodes: int, seed: int, **kwargs) -> EvalResult:
+    """Returns, lengths and expert usage of :func:`run_episodes` (``kwargs``: its ``deterministic``, ``device``)."""
+    episodes = run_episodes(policy, env, n_episodes, seed, **kwargs)
     counts = np.bincount(np.concatenate([ep.experts for ep in episodes]), minlength=policy.n_experts)
     usage = (counts / max(counts.sum(), 1)).tolist()
     return EvalResult([ep.ret for ep in episodes], [len(ep.experts) for ep in episodes], usage)

@@ -26,24 +26,17 @@ class MixturePolicy(nn.Module):
     the trunk. K = 1 has no gate.
     """
 
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        n_experts: int = options.SAC_EXPERTS,
-        hidden: list[int] = (256, 256),
-        log_std_min: float = options.LOG_STD_MIN,
-        log_std_max: float = options.LOG_STD_MAX,
-        gate_input: options.GateInput = options.GATE_INPUT,
-        eval_expert: options.EvalExpert = options.EVAL_EXPERT,
-        activation: type[nn.Module] = nn.ReLU,
-    ):
+    def __init__(self, obs_dim: int, act_dim: int, n_experts: int = options.SAC_EXPERTS, hidden: list[int] = (256, 256),
+                 log_std_min: float = options.LOG_STD_MIN, log_std_max: float = options.LOG_STD_MAX,
+                 gate_input: options.GateInput = options.GATE_INPUT,
+                 eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+                 activation: type[nn.Module] = nn.ReLU):  # fmt: skip
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts = obs_dim, act_dim, n_experts
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.gate_input, self.eval_expert = gate_input, eval_expert
         self.trunk = mlp(obs_dim, list(hidden), activation=activation)
-        latent = hidden[-1]
+        latent = hidden[-1] if len(hidden) else obs_dim  # no hidden layer: linear heads on the input
         self.mean_head = nn.Linear(latent, n_experts * act_dim)
         self.log_std_head = nn.Linear(latent, n_experts * act_dim)
         for head in (self.mean_head, self.log_std_head):

@@ -14,20 +14,28 @@ from __future__ import annotations
 import argparse
 import datetime
 import shutil
-import sys
 import typing
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
 
 from pmoe_rl import checkpoint
 from pmoe_rl.agents import AGENTS
 from pmoe_rl.agents.runner import RunContext, train
-from pmoe_rl.cli import Parser, configure_cpu, resolve_device
-from pmoe_rl.config import Config, apply_dict, from_dict, load_yaml, resumable, set_value, to_dict, validate
+from pmoe_rl.cli import Parser, configure_cpu, entry_point, resolve_device
+from pmoe_rl.config import (
+    Config,
+    apply_dict,
+    from_dict,
+    is_section,
+    load_yaml,
+    resumable,
+    set_value,
+    to_dict,
+    validate,
+)
 from pmoe_rl.envs import check_env_id, make_env
-from pmoe_rl.errors import ConfigError, RunDirError, cli_main
+from pmoe_rl.errors import ConfigError, RunDirError
 from pmoe_rl.estimators import ESTIMATORS
 
 
@@ -45,7 +53,7 @@ def _describe(name: str, field, default) -> str:
     """A field's help: its doc, then its allowed values and default."""
     doc = " ".join((field.description or "").split())
     choices = _choices(field.annotation)
-    if name == "estimator":
+    if name == "estimator":  # a registry that user code can extend, not a fixed Literal
         choices = list(ESTIMATORS)
     parts = [f"choices: {', '.join(map(str, choices))}"] if choices else []
     if default not in (None, ""):
@@ -59,7 +67,7 @@ def _hyperparameter_help() -> str:
     defaults = Config()
     for section, field in Config.model_fields.items():
         model = field.annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        if not is_section(model):
             continue
         lines.append(f"\n  {section}.*: {model.__doc__.split(chr(10))[0]}")
         values = getattr(defaults, section)
@@ -81,7 +89,7 @@ def build_parser() -> Parser:
     )
     defaults = Config()
     for name, field in Config.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+        if is_section(field.annotation):
             continue
         # values are validated (and converted from text) by the config, like every other source
         p.add_argument(
@@ -197,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _entry() -> None:
-    sys.exit(cli_main(main))
+_entry = entry_point(main)
 
 
 if __name__ == "__main__":

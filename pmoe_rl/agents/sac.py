@@ -127,12 +127,7 @@ class SAC(Agent):
 
     # --- what the run skeleton saves -----------------------------------------------------------------------
     def modules(self) -> dict:
-        return {
-            "policy": self.policy,
-            "critic": self.critic,
-            "critic_target": self.critic_target,
-            "log_alpha": self.log_alpha,
-        }
+        return dict(policy=self.policy, critic=self.critic, critic_target=self.critic_target, log_alpha=self.log_alpha)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         opts = {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}

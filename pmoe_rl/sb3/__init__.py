@@ -17,6 +17,8 @@ from pmoe_rl.sb3.policies import (
     MixtureActorCriticPolicy,
     MixtureDistribution,
     MixtureSACPolicy,
+    MultiInputMixtureActorCriticPolicy,
+    MultiInputMixtureSACPolicy,
     ObsNormalizerExtractor,
 )
 
@@ -29,4 +31,6 @@ __all__ = [
     "MixtureActor",
     "MixtureDistribution",
     "ObsNormalizerExtractor",
+    "MultiInputMixtureSACPolicy",
+    "MultiInputMixtureActorCriticPolicy",
 ]

@@ -73,35 +73,16 @@ def _sac(cfg: Config, env, device, overrides: dict) -> PMOESAC:
             )
     ent_coef = f"auto_{sac.init_alpha}" if sac.ent_coef == "auto" else float(sac.ent_coef)
     target_entropy = "auto" if sac.target_entropy == "auto" else float(sac.target_entropy)
-    args = dict(
-        learning_rate=sac.actor_lr,
-        buffer_size=sac.buffer_size,
-        learning_starts=sac.learning_starts,
-        batch_size=sac.batch_size,
-        tau=sac.tau,
-        gamma=sac.gamma,
-        train_freq=sac.train_freq,
-        gradient_steps=sac.gradient_steps,
-        ent_coef=ent_coef,
-        target_update_interval=sac.target_update_interval,
-        target_entropy=target_entropy,
-        warmup=sac.warmup,
-        expert_update=sac.expert_update,
-        gate_loss=sac.gate_loss,
-        gate_loss_weight=sac.gate_loss_weight,
-        target_logp=sac.target_logp,
-        alpha_logp=sac.alpha_logp,
-        seed=cfg.seed,
-        device=device,
-        policy_kwargs=dict(
-            net_arch=dict(pi=net.hidden, qf=sac.critic_hidden),
-            n_experts=cfg.n_experts,
-            gate_input=net.gate_input,
-            eval_expert=net.eval_expert,
-            log_std_min=net.log_std_min,
-            log_std_max=net.log_std_max,
-        ),
-    )
+    # SB3's arguments named like pmoe-rl's options, then the others
+    same = ("buffer_size", "learning_starts", "batch_size", "tau", "gamma", "train_freq", "gradient_steps",
+            "target_update_interval", "warmup", "expert_update", "gate_loss", "gate_loss_weight", "target_logp",
+            "alpha_logp")  # fmt: skip
+    args = {name: getattr(sac, name) for name in same}
+    args.update(learning_rate=sac.actor_lr, ent_coef=ent_coef, target_entropy=target_entropy, seed=cfg.seed,
+                device=device)  # fmt: skip
+    args["policy_kwargs"] = dict(net_arch=dict(pi=net.hidden, qf=sac.critic_hidden), n_experts=cfg.n_experts,
+                                 **{name: getattr(net, name) for name in ("gate_input", "eval_expert", "log_std_min",
+                                                                          "log_std_max")})  # fmt: skip
     args.update(overrides)
     return PMOESAC("MlpPolicy", env, **args)
 
@@ -122,23 +103,10 @@ def _ppo(cfg: Config, env, device, overrides: dict) -> PPO:
             features_extractor_class=ObsNormalizerExtractor, features_extractor_kwargs=dict(clip=ppo.clip_obs)
         )
     # SB3 clips the value prediction without taking the max with the unclipped loss; the closest is no clipping
-    args = dict(
-        learning_rate=ppo.learning_rate,
-        n_steps=ppo.n_steps,
-        batch_size=ppo.batch_size,
-        n_epochs=ppo.n_epochs,
-        gamma=ppo.gamma,
-        gae_lambda=ppo.gae_lambda,
-        clip_range=ppo.clip_range,
-        normalize_advantage=ppo.normalize_advantage,
-        ent_coef=ppo.ent_coef,
-        vf_coef=ppo.vf_coef,
-        max_grad_norm=ppo.max_grad_norm,
-        target_kl=ppo.target_kl,
-        seed=cfg.seed,
-        device=device,
-        policy_kwargs=policy_kwargs,
-    )
+    same = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range",
+            "normalize_advantage", "ent_coef", "vf_coef", "max_grad_norm", "target_kl")  # fmt: skip
+    args = {name: getattr(ppo, name) for name in same}
+    args.update(seed=cfg.seed, device=device, policy_kwargs=policy_kwargs)
     if pmoe:
         policy_kwargs["q_net_arch"] = ppo.q_hidden
         args.update(q_coef=ppo.q_coef, gate_loss=ppo.gate_loss, gate_loss_weight=ppo.gate_loss_weight)
@@ -152,9 +120,8 @@ def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -
     if isinstance(model, PMOESAC):
         policy.actor.mixture.load_state_dict(checkpoint.submodule(weights, "policy"))
         for name, critic in (("critic", policy.critic), ("critic_target", policy.critic_target)):
-            w = checkpoint.submodule(
-                weights, name
-            )  # pmoe_rl.nets.TwinQ: stacked (n, in, out) weights and (n, 1, out) biases
+            # pmoe_rl.nets.TwinQ: stacked (n, in, out) weights and (n, 1, out) biases
+            w = checkpoint.submodule(weights, name)
             for i, q_net in enumerate(critic.q_networks):
                 layers = [m for m in q_net if isinstance(m, nn.Linear)]
                 for j, layer in enumerate(layers):

@@ -22,7 +22,7 @@ from stable_baselines3.common.utils import explained_variance
 from pmoe_rl import options
 from pmoe_rl.mixture import best_expert, expert_frequencies, gate_loss
 from pmoe_rl.sb3.common import record_means
-from pmoe_rl.sb3.policies import MixtureActorCriticPolicy
+from pmoe_rl.sb3.policies import MixtureActorCriticPolicy, MultiInputMixtureActorCriticPolicy
 
 
 class PMOEPPO(PPO):
@@ -33,7 +33,10 @@ class PMOEPPO(PPO):
     argument is PPO's. Logs PPO's ``train/*`` values plus ``train/q_loss``, ``train/gate_loss`` and
     ``train/best_expert_freq_k``."""
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MixtureActorCriticPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MixtureActorCriticPolicy,
+        "MultiInputPolicy": MultiInputMixtureActorCriticPolicy,
+    }
     policy: MixtureActorCriticPolicy
 
     def __init__(
@@ -49,7 +52,10 @@ class PMOEPPO(PPO):
     ):
         policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
         if isinstance(policy_class, type) and not issubclass(policy_class, MixtureActorCriticPolicy):
-            raise ValueError(f'PMOEPPO needs a MixtureActorCriticPolicy (or "MlpPolicy"), got {policy_class.__name__}')
+            raise ValueError(
+                f"PMOEPPO needs a MixtureActorCriticPolicy (or the aliases MlpPolicy, MultiInputPolicy), "
+                f"got {policy_class.__name__}"
+            )
         self.q_coef, self.gate_loss, self.gate_loss_weight = q_coef, gate_loss, gate_loss_weight
         policy_kwargs = {
             "n_experts": options.PPO_EXPERTS,

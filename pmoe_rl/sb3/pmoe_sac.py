@@ -20,7 +20,7 @@ from pmoe_rl import options
 from pmoe_rl.estimators import PMOE, ActorBatch, next_action
 from pmoe_rl.mixture import best_expert
 from pmoe_rl.sb3.common import record_means
-from pmoe_rl.sb3.policies import MixtureSACPolicy
+from pmoe_rl.sb3.policies import MixtureSACPolicy, MultiInputMixtureSACPolicy
 
 
 class PMOESAC(SAC):
@@ -35,7 +35,10 @@ class PMOESAC(SAC):
     plus ``train/gate_loss``, ``train/gate_entropy`` and ``train/best_expert_freq_k``.
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MixtureSACPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MixtureSACPolicy,
+        "MultiInputPolicy": MultiInputMixtureSACPolicy,
+    }
     policy: MixtureSACPolicy
 
     def __init__(
@@ -64,14 +67,14 @@ class PMOESAC(SAC):
         # warmup="policy": act with the policy from the first step (updates still wait for learning_starts)
         return super()._sample_action(0 if self.warmup == "policy" else learning_starts, action_noise, n_envs)
 
-    def _q_min(self, obs: torch.Tensor, actions: torch.Tensor, critic=None) -> torch.Tensor:
-        """min_i Q_i(s, a) for (B, A) -> (B,) or K actions per state (B, K, A) -> (B, K)."""
+    def _q_min(self, obs, actions: torch.Tensor, critic=None) -> torch.Tensor:
+        """min_i Q_i(s, a) for (B, A) -> (B,) or K actions per state (B, K, A) -> (B, K); ``obs`` is what the
+        features extractor takes (a tensor or a dict of tensors)."""
         critic = critic or self.critic
         if actions.dim() == 2:
             return torch.cat(critic(obs, actions), dim=1).min(1).values
         bsz, k, _ = actions.shape
-        obs_k = obs.unsqueeze(1).expand(bsz, k, *obs.shape[1:]).reshape(bsz * k, *obs.shape[1:])
-        return torch.cat(critic(obs_k, actions.reshape(bsz * k, -1)), dim=1).min(1).values.view(bsz, k)
+        return torch.cat(critic(_repeat(obs, k), actions.reshape(bsz * k, -1)), dim=1).min(1).values.view(bsz, k)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
@@ -136,3 +139,10 @@ class PMOESAC(SAC):
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         record_means(self.logger, logs)
+
+
+def _repeat(obs, k: int):
+    """Each state's observation k times, (B, ...) -> (B * k, ...), for a tensor or a dict of tensors."""
+    if isinstance(obs, dict):
+        return {key: _repeat(value, k) for key, value in obs.items()}
+    return obs.unsqueeze(1).expand(obs.shape[0], k, *obs.shape[1:]).reshape(-1, *obs.shape[1:])

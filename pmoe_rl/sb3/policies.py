@@ -26,7 +26,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 
@@ -51,11 +51,7 @@ class MixtureActor(BasePolicy):
         features_dim: int,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
-        n_experts: int = options.SAC_EXPERTS,
-        gate_input: options.GateInput = options.GATE_INPUT,
-        eval_expert: options.EvalExpert = options.EVAL_EXPERT,
-        log_std_min: float = options.LOG_STD_MIN,
-        log_std_max: float = options.LOG_STD_MAX,
+        mixture_kwargs: dict | None = None,
         use_sde: bool = False,
         **_sde_kwargs,
     ):
@@ -69,13 +65,7 @@ class MixtureActor(BasePolicy):
             squash_output=True,
         )
         self.net_arch, self.activation_fn, self.features_dim = net_arch, activation_fn, features_dim
-        self.mixture_kwargs = dict(
-            n_experts=n_experts,
-            gate_input=gate_input,
-            eval_expert=eval_expert,
-            log_std_min=log_std_min,
-            log_std_max=log_std_max,
-        )
+        self.mixture_kwargs = mixture_kwargs or {}  # MixturePolicy's (n_experts, gate_input, ...)
         self.mixture = MixturePolicy(
             features_dim,
             int(np.prod(action_space.shape)),
@@ -91,7 +81,7 @@ class MixtureActor(BasePolicy):
             features_dim=self.features_dim,
             activation_fn=self.activation_fn,
             features_extractor=self.features_extractor,
-            **self.mixture_kwargs,
+            mixture_kwargs=self.mixture_kwargs,
         )
         return data
 
@@ -146,12 +136,20 @@ class MixtureSACPolicy(SACPolicy):
 
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> MixtureActor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return MixtureActor(**actor_kwargs, **self.mixture_kwargs).to(self.device)
+        return MixtureActor(**actor_kwargs, mixture_kwargs=self.mixture_kwargs).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(self.mixture_kwargs)
         return data
+
+
+class MultiInputMixtureSACPolicy(MixtureSACPolicy):
+    """:class:`MixtureSACPolicy` for Dict observations: SB3's ``CombinedExtractor`` by default (SB3's
+    ``MultiInputPolicy``)."""
+
+    def __init__(self, *args, features_extractor_class=CombinedExtractor, **kwargs):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
 
 
 # --- PPO / A2C ------------------------------------------------------------------------------------------------
@@ -225,6 +223,8 @@ class MixtureActorCriticPolicy(ActorCriticPolicy):
 
     def __init__(
         self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
         *args,
         n_experts: int = options.PPO_EXPERTS,
         eval_expert: options.EvalExpert = options.EVAL_EXPERT,
@@ -233,8 +233,13 @@ class MixtureActorCriticPolicy(ActorCriticPolicy):
     ):
         if kwargs.get("use_sde"):
             raise ValueError("mixture policies do not support gSDE (use_sde=True)")
+        if not isinstance(action_space, spaces.Box):
+            raise ValueError(
+                f"a Gaussian-mixture policy needs continuous (Box) actions; the action space is {action_space} "
+                f"(use SB3's own MlpPolicy for {type(action_space).__name__} actions)"
+            )
         self.n_experts, self.eval_expert, self.q_net_arch = n_experts, eval_expert, q_net_arch
-        super().__init__(*args, **kwargs)
+        super().__init__(observation_space, action_space, *args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -303,3 +308,11 @@ class MixtureActorCriticPolicy(ActorCriticPolicy):
         features = super().extract_features(obs, self.pi_features_extractor)
         features = features.unsqueeze(1).expand(-1, actions.shape[1], -1)
         return self.q_net(torch.cat([features, actions.clamp(-1.0, 1.0)], -1)).squeeze(-1)
+
+
+class MultiInputMixtureActorCriticPolicy(MixtureActorCriticPolicy):
+    """:class:`MixtureActorCriticPolicy` for Dict observations: SB3's ``CombinedExtractor`` by default (SB3's
+    ``MultiInputPolicy``)."""
+
+    def __init__(self, *args, features_extractor_class=CombinedExtractor, **kwargs):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
