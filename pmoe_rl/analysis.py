@@ -25,7 +25,7 @@ import torch
 
 from pmoe_rl.checkpoint import write_text_atomic
 from pmoe_rl.envs import MULTIGOAL, make_env
-from pmoe_rl.evaluation import Episode, run_episodes
+from pmoe_rl.evaluation import Episode, cpu_copy, run_episodes
 from pmoe_rl.mixture import SquashedMixture, expert_separation
 from pmoe_rl.policies import CompositePolicy
 
@@ -41,7 +41,7 @@ def expert_params(policy, obs: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np
         dist = policy(obs)
         mean, log_std, w = dist.mean, dist.log_std.expand_as(dist.mean), dist.weights
         action = torch.tanh(mean) if isinstance(dist, SquashedMixture) else mean.clamp(-1.0, 1.0)
-    return action.numpy(), mean.numpy(), log_std.numpy(), w.numpy()
+    return tuple(x.cpu().numpy() for x in (action, mean, log_std, w))
 
 
 def _colors(k: int):
@@ -153,6 +153,7 @@ def analyze(policy, env_id: str, folder: Path, episodes: int, seed: int, determi
     """Run the episodes on :func:`analysis_env`, write the plots and ``analysis.json`` into ``folder``; return
     the summary."""
     folder.mkdir(parents=True, exist_ok=True)
+    policy = cpu_copy(policy)  # acts on the CPU, as every evaluation does
     env = analysis_env(env_id)
     try:
         eps = run_episodes(policy, env, episodes, seed, deterministic)

@@ -44,7 +44,11 @@ class ReplayBuffer:
         row, o, a = self._row, self.obs_dim, self.act_dim
         row[:o], row[o : o + a], row[o + a] = obs, action, reward
         row[o + a + 1 : 2 * o + a + 1], row[-1] = next_obs, float(terminated)
-        self.storage[self.pos] = torch.from_numpy(row)
+        self.add_row(torch.from_numpy(row))
+
+    def add_row(self, row: torch.Tensor) -> None:
+        """Store one packed row [obs, action, reward, next_obs, terminated] (on the device: no host round trip)."""
+        self.storage[self.pos] = row
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -78,6 +82,21 @@ class ReplayBuffer:
             self.size = rows.shape[0]
             self.pos = self.size % self.capacity
         self.storage[: self.size] = rows
+
+
+class Staging:
+    """Host-to-device copies of one row of ``width`` floats through a staging tensor: page-locked and
+    non-blocking on CUDA (the copy overlaps with the host's work and costs no synchronisation), a plain copy
+    elsewhere. Fill ``host`` (a NumPy view), then :meth:`upload`. The next fill must wait until the previous
+    copy is done: pass ``blocking=True`` unless a device-to-host read happened in between (it orders the stream)."""
+
+    def __init__(self, width: int, device: torch.device):
+        self.device, self.pinned = torch.device(device), torch.device(device).type == "cuda"
+        self.tensor = torch.zeros(width, dtype=torch.float32, pin_memory=self.pinned)
+        self.host = self.tensor.numpy()
+
+    def upload(self, blocking: bool = False) -> torch.Tensor:
+        return self.tensor.to(self.device, non_blocking=self.pinned and not blocking, copy=True)
 
 
 def compute_gae(

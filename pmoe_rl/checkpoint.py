@@ -116,35 +116,37 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def capture_rng(env=None) -> dict:
-    """The global Python, NumPy and torch generators and (for a single env) the env's own, for an
-    exact-as-possible resume."""
+def capture_rng(env=None, device: torch.device | str = "cpu") -> dict:
+    """The global Python, NumPy and torch generators, the training device's CUDA generator (only that one: a run
+    resumed with other GPUs visible must still load; a CPU run never touches CUDA) and, for a single env, the
+    env's own generators, for an exact-as-possible resume."""
     py = random.getstate()
     np_state = np.random.get_state()
-    state = {
-        "python": list(py[1]),
-        "python_pos": py[2],
-        "numpy": np_state[1].tolist(),
-        "numpy_pos": int(np_state[2]),
-        "torch": torch.get_rng_state(),
-    }
+    state = {"python": list(py[1]), "python_pos": py[2], "numpy": np_state[1].tolist(), "numpy_pos": int(np_state[2]),
+             "torch": torch.get_rng_state()}  # fmt: skip
     if env is not None:
         state["env"] = env.unwrapped.np_random.bit_generator.state
         state["action_space"] = env.action_space.np_random.bit_generator.state
-    if torch.cuda.is_available():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    device = torch.device(device)
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng(state: dict, env=None) -> None:
+def restore_rng(state: dict, env=None, device: torch.device | str = "cpu") -> None:
     random.setstate((3, tuple(state["python"]), state["python_pos"]))
     np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
     if env is not None:
         env.unwrapped.np_random.bit_generator.state = state["env"]
         env.action_space.np_random.bit_generator.state = state["action_space"]
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    device = torch.device(device)
+    cuda = state.get("cuda")
+    if device.type == "cuda" and cuda is not None:
+        if isinstance(cuda, list):  # checkpoints before 2026-11-29 saved every visible GPU's state
+            cuda = cuda[device.index or 0] if len(cuda) > (device.index or 0) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
 
 
 # --- save / load ---------------------------------------------------------------------------------------------

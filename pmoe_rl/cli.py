@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from pmoe_rl.errors import ConfigError, DeviceError, cli_main
+from pmoe_rl.errors import ConfigError, cli_main
 
 # Measured on the 2-core CI machine (BENCHMARKS.md): the SAC update is fastest with this many threads.
 DEFAULT_THREADS = 2
@@ -24,21 +24,6 @@ class Parser(argparse.ArgumentParser):
 def entry_point(main):
     """The console-script entry of a CLI ``main``: exits with its code, user errors as one ``error: ...`` line."""
     return lambda: sys.exit(cli_main(main))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                f"device '{name}' was requested but CUDA is not available on this machine "
-                "(use --device cpu or --device auto)"
-            )
-        index = torch.device(name).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise DeviceError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
-    return torch.device(name)
 
 
 def configure_cpu(threads: int = 0) -> None:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from pmoe_rl import options
+from pmoe_rl.devices import parse_device
 from pmoe_rl.errors import ConfigError
 from pmoe_rl.estimators import ESTIMATORS
 
@@ -205,7 +206,7 @@ class Config(Section):
     steps: PositiveInt = Field(1_000_000, json_schema_extra={"resumable": True})
     """total environment steps (PPO: rounded up to whole rollouts)"""
     device: str = Field("auto", json_schema_extra={"resumable": True})
-    """auto (CUDA when available), cpu, cuda or cuda:N"""
+    """auto (CUDA when available, except for PPO: the CPU), cpu, cuda or cuda:N"""
     threads: NonNegativeInt = Field(0, json_schema_extra={"resumable": True})
     """torch CPU threads; 0 = the measured default (BENCHMARKS.md)"""
     eval_every: NonNegativeInt = Field(10_000, json_schema_extra={"resumable": True})
@@ -383,7 +384,6 @@ def validate(cfg: Config) -> Config:
             f"ppo.batch_size {cfg.ppo.batch_size} is larger than a rollout of ppo.n_steps x num_envs = "
             f"{cfg.ppo.n_steps * cfg.num_envs} transitions"
         )
-    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
-        raise ConfigError(f"unknown device '{cfg.device}'; use auto, cpu, cuda or cuda:N")
+    parse_device(cfg.device)
     cfg.experts = cfg.n_experts
     return cfg

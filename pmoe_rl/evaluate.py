@@ -14,8 +14,9 @@ from pathlib import Path
 
 from pmoe_rl import checkpoint
 from pmoe_rl.agents.build import load_policy
-from pmoe_rl.cli import Parser, configure_cpu, entry_point, resolve_device
+from pmoe_rl.cli import Parser, configure_cpu, entry_point
 from pmoe_rl.config import from_dict
+from pmoe_rl.devices import resolve_device
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import ConfigError, EnvError
 from pmoe_rl.evaluation import eval_seed, evaluate_policy
@@ -65,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         "most probable expert (or, for runs with net.eval_expert=sample, of one drawn from the gate)",
     )
     p.add_argument("--env", help="evaluate on another env id with the same spaces (default: the run's env)")
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="auto, cpu, cuda or cuda:N, checked as train's; the episodes run on a CPU copy of the policy with a CPU "
+        "generator, as the training run's own evaluations do, so the numbers match its eval/* (default: cpu)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--video", metavar="DIR", help="record the episodes as mp4 files in DIR")
     p.add_argument(
@@ -78,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-    device = resolve_device(args.device)
+    resolve_device(args.device)
     configure_cpu(0)
-    policy, ckpt = load_policy(args.path, device)
+    policy, ckpt = load_policy(args.path)
     cfg = from_dict(ckpt.meta["config"])
     env_id = args.env or ckpt.meta["env_id"]
     seed = eval_seed(cfg.seed) if args.seed is None else args.seed
@@ -93,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         env = make_env(env_id, seed=seed)
     try:
         checkpoint.check_spaces(ckpt.meta, env.observation_space, env.unwrapped.action_space)
-        result = evaluate_policy(
-            policy, env, args.episodes, seed=seed, deterministic=not args.stochastic, device=device
-        )
+        result = evaluate_policy(policy, env, args.episodes, seed=seed, deterministic=not args.stochastic)
     finally:
         env.close()
     mode = "stochastic" if args.stochastic else "deterministic"

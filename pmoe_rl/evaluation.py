@@ -7,6 +7,7 @@ so the same checkpoint and seed give the same returns in any process.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -33,6 +34,14 @@ class EvalResult:
 
     def to_json(self) -> dict:
         return {"mean_return": self.mean_return, "std_return": self.std_return, **dataclasses.asdict(self)}
+
+
+def cpu_copy(policy: torch.nn.Module) -> torch.nn.Module:
+    """The policy itself when it is on the CPU, else a CPU copy: evaluation always acts on the CPU with a CPU
+    generator, so a GPU run's ``eval/*`` numbers are reproduced by ``python -m pmoe_rl.evaluate`` (and one
+    observation's forward pass is faster there than a GPU round trip)."""
+    param = next(policy.parameters())
+    return policy if param.device.type == "cpu" else copy.deepcopy(policy).cpu()
 
 
 def eval_seed(train_seed: int) -> int:

@@ -65,10 +65,10 @@ class MixturePolicy(nn.Module):
         (``eval_expert="argmax"``) or k drawn from Cat(w) (``"sample"``, the official ``MakeDeterministic``).
         """
         dist = self(obs)
-        k = dist.acting_expert(deterministic, self.eval_expert, generator)
         if deterministic:
+            k = dist.acting_expert(True, self.eval_expert, generator)
             return torch.tanh(gather_expert(dist.mean, k)), k
-        u, _ = dist.expert_sample(k, generator)
+        u, k = dist.sample(generator)  # no log-density: acting does not need it
         return torch.tanh(u), k
 
 

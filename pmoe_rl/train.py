@@ -22,7 +22,7 @@ import yaml
 from pmoe_rl import checkpoint
 from pmoe_rl.agents import AGENTS
 from pmoe_rl.agents.runner import RunContext, train
-from pmoe_rl.cli import Parser, configure_cpu, entry_point, resolve_device
+from pmoe_rl.cli import Parser, configure_cpu, entry_point
 from pmoe_rl.config import (
     Config,
     apply_dict,
@@ -34,6 +34,7 @@ from pmoe_rl.config import (
     to_dict,
     validate,
 )
+from pmoe_rl.devices import resolve_device
 from pmoe_rl.envs import check_env_id, make_env
 from pmoe_rl.errors import ConfigError, RunDirError
 from pmoe_rl.estimators import ESTIMATORS
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         cfg, run_dir = _resume_config(args)
         check_env_id(cfg.env)
-        device = resolve_device(cfg.device)
+        device, why = resolve_device(cfg.device, cfg.algo)
         resume = checkpoint.load(run_dir, with_state=True)  # on the CPU: RNG states must stay there
         if resume.step >= cfg.steps:
             print(f"run {run_dir} is already at step {resume.step} >= --steps {cfg.steps}; nothing to do")
@@ -188,13 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cfg = resolve_config(args)
         make_env(cfg.env).close()  # an unusable env is refused before anything is written
-        device = resolve_device(cfg.device)
+        device, why = resolve_device(cfg.device, cfg.algo)
         run_dir = _prepare_run_dir(args, cfg)
     configure_cpu(cfg.threads)
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     what = f"{cfg.algo.upper()} with a {cfg.policy} policy ({cfg.n_experts} expert{'s' * (cfg.n_experts > 1)})"
     verb = f"resuming from step {resume.step}" if resume else "training"
-    print(f"{verb}: {what} on {cfg.env} for {cfg.steps} steps, device {device}\nrun directory: {run_dir}", flush=True)
+    print(
+        f"{verb}: {what} on {cfg.env} for {cfg.steps} steps, device {device} ({why})\nrun directory: {run_dir}",
+        flush=True,
+    )
     result = train(AGENTS[cfg.algo], cfg, RunContext(run_dir, device, resume, args.progress))
     if result:
         print(

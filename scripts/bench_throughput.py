@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+DEVICE = "cpu"  # --device: where every contestant trains (set in the worker)
+
 
 def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, pmoe: bool = False) -> float:
     from stable_baselines3 import SAC
@@ -43,7 +45,7 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, pmoe: bool
 
     env = make_vec_env(env_id, n_envs=1, seed=seed)
     algo = PMOESAC if pmoe else SAC
-    model = algo("MlpPolicy", env, learning_starts=learning_starts, seed=seed, device="cpu", verbose=0)
+    model = algo("MlpPolicy", env, learning_starts=learning_starts, seed=seed, device=DEVICE, verbose=0)
     model.learn(learning_starts)
     t0 = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)
@@ -71,7 +73,7 @@ def run_sb3_ppo(env_id: str, steps: int, seed: int) -> float:
     from stable_baselines3.common.vec_env import VecNormalize
 
     env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), norm_obs=True, norm_reward=True, clip_obs=10.0)
-    model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
+    model = PPO("MlpPolicy", env, seed=seed, device=DEVICE, verbose=0)
     marks: list[float] = []
     _timed_updates(PPO, marks)
     model.learn(steps)
@@ -94,7 +96,7 @@ def run_pmoe_ppo(env_id: str, steps: int, seed: int, experts: int) -> float:
         experts=experts,
         seed=seed,
         steps=steps,
-        device="cpu",
+        device=DEVICE,
         eval_every=0,
         checkpoint_every=0,
         log_every=steps,
@@ -104,7 +106,7 @@ def run_pmoe_ppo(env_id: str, steps: int, seed: int, experts: int) -> float:
     marks: list[float] = []
     _timed_updates(ppo.PPO, marks)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        train(ppo.PPO, cfg, RunContext(Path(tmp), torch.device("cpu"), progress=False))
+        train(ppo.PPO, cfg, RunContext(Path(tmp), torch.device(DEVICE), progress=False))
     return (len(marks) - 1) * cfg.ppo.n_steps / (marks[-1] - marks[0])
 
 
@@ -118,7 +120,7 @@ def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: 
         experts=experts,
         seed=seed,
         steps=learning_starts + steps,
-        device="cpu",
+        device=DEVICE,
         eval_every=0,
         checkpoint_every=0,
         log_every=learning_starts,
@@ -127,7 +129,7 @@ def run_pmoe(env_id: str, steps: int, learning_starts: int, seed: int, experts: 
     validate(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
-        ctx = RunContext(run_dir, torch.device("cpu"), progress=False)
+        ctx = RunContext(run_dir, torch.device(DEVICE), progress=False)
         marks: dict[str, float] = {}
         import pmoe_rl.agents.sac as sac_mod
 
@@ -162,6 +164,8 @@ CONTESTANTS = {
 
 
 def worker(args) -> None:
+    global DEVICE
+    DEVICE = args.device
     if args.worker.startswith("sb3"):
         torch.set_num_threads(args.threads)
         if args.algo == "sac":
@@ -194,6 +198,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N], for every contestant (default: cpu)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.steps = args.steps or (2000 if args.algo == "sac" else 10240)
@@ -220,6 +225,8 @@ def main() -> None:
                 str(args.threads),
                 "--seed",
                 str(args.seed),
+                "--device",
+                args.device,
             ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rates[key].append(float(out.split("RATE ")[-1]))
@@ -232,7 +239,8 @@ def main() -> None:
     )
     print(
         f"\n{args.env}, {what}, {args.rounds} rounds, "
-        f"{args.threads} torch thread(s); torch {torch.__version__}, SB3 {version('stable-baselines3')}, "
+        f"{args.threads} torch thread(s), device {args.device}; "
+        f"torch {torch.__version__}, SB3 {version('stable-baselines3')}, "
         f"gymnasium {version('gymnasium')}, mujoco {version('mujoco')}, Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs"
     )

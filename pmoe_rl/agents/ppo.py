@@ -34,7 +34,7 @@ from pmoe_rl.config import Config
 from pmoe_rl.envs import make_vec_env
 from pmoe_rl.logger import RunLogger
 from pmoe_rl.mixture import best_expert, expert_frequencies, gate_loss, gather_expert
-from pmoe_rl.nets import FlatParameters, mlp
+from pmoe_rl.nets import FlatParameters, adam, mlp
 from pmoe_rl.normalization import RewardNormalizer
 
 
@@ -54,9 +54,7 @@ class PPO(Agent):
         self.groups = [FlatParameters([*self.policy.parameters(), *self.value.parameters()])]
         if self.q is not None:
             self.groups.append(FlatParameters(list(self.q.parameters())))
-        self.optimizer = torch.optim.Adam(
-            [g.flat for g in self.groups], lr=ppo.learning_rate, eps=ppo.adam_eps, fused=True
-        )
+        self.optimizer = adam([g.flat for g in self.groups], device, lr=ppo.learning_rate, eps=ppo.adam_eps)
         self.reward_norm = RewardNormalizer(cfg.num_envs, ppo.gamma, ppo.clip_reward) if ppo.norm_reward else None
         self.steps_per_iteration = ppo.n_steps * cfg.num_envs
         self.total_iterations = math.ceil(cfg.steps / self.steps_per_iteration)
@@ -222,7 +220,8 @@ class Rollouts:
             self.obs_buf[t] = x = obs_norm.numpy(obs, obs_rms)
             with torch.inference_mode():
                 action, k = self.policy.sample(torch.as_tensor(x, device=self.device))
-            self.act_buf[t], self.expert_buf[t] = action.cpu().numpy(), k.cpu().numpy()
+            out = torch.cat([action, k.unsqueeze(-1).to(action.dtype)], -1).cpu().numpy()  # one device-to-host copy
+            self.act_buf[t], self.expert_buf[t] = out[:, :-1], out[:, -1]
             obs, reward, terminated, truncated, info = self.envs.step(np.clip(self.act_buf[t], -1.0, 1.0))
             self.dones[t] = done = terminated | truncated
             self.rewards[t] = self.reward_norm(reward, done) if self.reward_norm is not None else reward

@@ -25,7 +25,7 @@ from pmoe_rl import checkpoint
 from pmoe_rl.checkpoint import Checkpoint
 from pmoe_rl.config import Config, to_dict
 from pmoe_rl.envs import make_env, seed_everything
-from pmoe_rl.evaluation import eval_seed, evaluate_policy
+from pmoe_rl.evaluation import cpu_copy, eval_seed, evaluate_policy
 from pmoe_rl.logger import RunLogger
 
 
@@ -68,9 +68,10 @@ class Recorder:
         self.log, self.stats = log, stats
         self.start_time, self.start_step = time.perf_counter(), start_step
 
-    def evaluate(self, policy, env, cfg: Config, step: int, device: torch.device) -> tuple[dict, bool]:
-        """Evaluate with the run's evaluation seed; record ``eval/*``; return (result as JSON, stop?)."""
-        result = evaluate_policy(policy, env, cfg.eval_episodes, eval_seed(cfg.seed), device=device)
+    def evaluate(self, policy, env, cfg: Config, step: int) -> tuple[dict, bool]:
+        """Evaluate (a CPU copy of the policy) with the run's evaluation seed; record ``eval/*``; return (result as
+        JSON, stop?)."""
+        result = evaluate_policy(cpu_copy(policy), env, cfg.eval_episodes, eval_seed(cfg.seed))
         self.log.record("eval/mean_reward", result.mean_return)
         self.log.record("eval/std_reward", result.std_return)
         self.log.record("eval/mean_ep_length", float(np.mean(result.lengths)))
@@ -211,7 +212,7 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
             stats.load_state_dict(state)
         agent.start(cfg.seed, ctx.resume is not None, step)
         if ctx.resume is not None:
-            checkpoint.restore_rng(ctx.resume.state["rng"], agent.rng_env)
+            checkpoint.restore_rng(ctx.resume.state["rng"], agent.rng_env, ctx.device)
     except BaseException:
         agent.close()
         eval_env.close()
@@ -222,7 +223,7 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
             "optim": agent.optim_state(),
             **stats.state_dict(),
             "last_eval": last_eval,
-            "rng": checkpoint.capture_rng(agent.rng_env),
+            "rng": checkpoint.capture_rng(agent.rng_env, ctx.device),
             **agent.extra_state(),
         }
         return checkpoint.save(ctx.run_dir, step, agent.weights(), meta, state)
@@ -241,7 +242,7 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
             metrics = agent.iterate(before, stats, log, dump_now) or metrics
             stop = False
             if evaluate_now:
-                last_eval, stop = rec.evaluate(agent.policy, eval_env, cfg, step, ctx.device)
+                last_eval, stop = rec.evaluate(agent.policy, eval_env, cfg, step)
             if dump_now:
                 rec.dump(step, agent.n_updates, metrics, **agent.log_records())
             if stop:

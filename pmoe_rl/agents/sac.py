@@ -25,13 +25,13 @@ import torch
 
 from pmoe_rl.agents.build import build_policy
 from pmoe_rl.agents.runner import Agent, EpisodeStats
-from pmoe_rl.buffers import Batch, ReplayBuffer
+from pmoe_rl.buffers import Batch, ReplayBuffer, Staging
 from pmoe_rl.config import Config
 from pmoe_rl.envs import make_env
 from pmoe_rl.estimators import ActorBatch, make_estimator, next_action
 from pmoe_rl.logger import RunLogger
 from pmoe_rl.mixture import best_expert, expert_separation
-from pmoe_rl.nets import TwinQ
+from pmoe_rl.nets import TwinQ, adam
 
 
 class SAC(Agent):
@@ -47,14 +47,15 @@ class SAC(Agent):
         init = sac.init_alpha if self.learn_alpha else max(float(sac.ent_coef), 1e-30)
         self.log_alpha = torch.tensor(float(np.log(init)), device=device, requires_grad=self.learn_alpha)
         self.target_entropy = float(-act_dim if sac.target_entropy == "auto" else sac.target_entropy)
-        self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=sac.actor_lr, fused=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr, fused=True)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr, fused=True) if self.learn_alpha else None
+        self.actor_opt = adam(self.policy.parameters(), device, lr=sac.actor_lr)
+        self.critic_opt = adam(self.critic.parameters(), device, lr=sac.critic_lr)
+        self.alpha_opt = adam([self.log_alpha], device, lr=sac.alpha_lr) if self.learn_alpha else None
         self.estimator = make_estimator(cfg.estimator, **sac.model_dump())
         self._params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self.buffer = ReplayBuffer(min(sac.buffer_size, cfg.steps), obs_dim, act_dim, device)
-        self.env = self.obs = None
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.env = None
 
     def q_min(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """min(Q_1, Q_2)(s, a) with the critic's weights held fixed (gradients reach ``act`` only)."""
@@ -143,29 +144,40 @@ class SAC(Agent):
     # --- collection --------------------------------------------------------------------------------------------
     def start(self, seed: int, resumed: bool, step: int) -> None:
         self.env = self.rng_env = make_env(self.cfg.env, seed=seed)
+        # a transition after its observation, [a, r, s', terminated], goes to the device in one copy
+        self.staging = Staging(self.act_dim + self.obs_dim + 2, self.device)
+        self.obs_t = None  # the observation to act on, on the device
         if not resumed:  # a resumed run resets in the first iteration, after its generators are restored
-            self.obs, _ = self.env.reset(seed=seed)
+            self.obs_t = self._upload_obs(self.env.reset(seed=seed)[0])
+
+    def _upload_obs(self, obs) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
 
     def iterate(self, step: int, stats: EpisodeStats, log: RunLogger, with_metrics: bool) -> dict[str, torch.Tensor]:
         """One environment step (warm-up actions before ``learning_starts``), then ``gradient_steps`` updates
-        every ``train_freq`` steps."""
-        sac, env = self.cfg.sac, self.env
-        if self.obs is None:  # the interrupted episode of a resumed run is lost; a new one starts
-            self.obs, _ = env.reset()
-        if step < sac.learning_starts and sac.warmup == "uniform":
+        every ``train_freq`` steps. Host round trips per step: one device-to-host copy (the action and its
+        expert together) and one host-to-device copy (the transition); the replay row is written on the device."""
+        sac, env, a = self.cfg.sac, self.env, self.act_dim
+        if self.obs_t is None:  # the interrupted episode of a resumed run is lost; a new one starts
+            self.obs_t = self._upload_obs(env.reset()[0])
+        warmup = step < sac.learning_starts and sac.warmup == "uniform"
+        if warmup:
             action = env.action_space.sample()
         else:
-            obs_t = torch.as_tensor(self.obs, dtype=torch.float32, device=self.device).unsqueeze(0)
-            action_t, k = self.policy.act(obs_t)
-            action = action_t[0].cpu().numpy()
-            stats.acted[int(k)] += 1
+            action_t, k = self.policy.act(self.obs_t.unsqueeze(0))
+            out = torch.cat([action_t[0], k.to(action_t.dtype)]).cpu().numpy()
+            action = out[:a]
+            stats.acted[int(out[a])] += 1
         next_obs, reward, terminated, truncated, info = env.step(action)
-        self.buffer.add(self.obs, action, reward, next_obs, terminated)
-        self.obs = next_obs
+        host = self.staging.host
+        host[:a], host[a], host[a + 1 : -1], host[-1] = action, reward, next_obs, float(terminated)
+        transition = self.staging.upload(blocking=warmup)  # warm-up steps read nothing back to order the copies
+        self.buffer.add_row(torch.cat([self.obs_t, transition]))
+        self.obs_t = transition[a + 1 : -1]
         step += 1
         if terminated or truncated:
             stats.add(info["episode"]["r"], info["episode"]["l"])
-            self.obs, _ = env.reset()
+            self.obs_t = self._upload_obs(env.reset()[0])
             log.progress(0, ret=f"{stats.returns[-1]:.1f}")
         metrics = {}
         if step >= sac.learning_starts and step % sac.train_freq == 0:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from stable_baselines3 import PPO
@@ -113,7 +112,7 @@ class PMOEPPO(PPO):
                 )
                 with torch.no_grad():
                     log_ratio = log_prob - data.old_log_prob
-                    approx_kl_div = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_div = torch.mean((torch.exp(log_ratio) - 1) - log_ratio)
                     approx_kl_divs.append(approx_kl_div)
                 for key, value in (
                     ("policy_gradient_loss", policy_loss),
@@ -122,10 +121,11 @@ class PMOEPPO(PPO):
                     ("q_loss", q_loss),
                     ("gate_loss", g_loss),
                 ):
-                    logs.setdefault(key, []).append(value.item())
-                logs.setdefault("clip_fraction", []).append(((ratio - 1).abs() > clip_range).float().mean().item())
-                logs.setdefault("best_expert_freq", []).append(expert_frequencies(k_star, mix.n_experts).cpu().numpy())
-                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    logs.setdefault(key, []).append(value.detach())  # read once, in record_means
+                logs.setdefault("clip_fraction", []).append(((ratio - 1).abs() > clip_range).float().mean())
+                logs.setdefault("best_expert_freq", []).append(expert_frequencies(k_star, mix.n_experts))
+                # the early stop is the only per-minibatch read of the device, and only when asked for
+                if self.target_kl is not None and approx_kl_div.item() > 1.5 * self.target_kl:
                     continue_training = False
                     break
                 policy.optimizer.zero_grad()
@@ -142,9 +142,7 @@ class PMOEPPO(PPO):
             if not continue_training:
                 break
 
-        record_means(self.logger, logs)
-        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
-        self.logger.record("train/loss", loss.item())
+        record_means(self.logger, {**logs, "approx_kl": approx_kl_divs, "loss": [loss]})
         buffer = self.rollout_buffer
         self.logger.record(
             "train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten())

@@ -103,7 +103,7 @@ class PMOESAC(SAC):
                 self.ent_coef_optimizer.zero_grad()
                 ent_coef_loss.backward()
                 self.ent_coef_optimizer.step()
-                logs.setdefault("ent_coef_loss", []).append(ent_coef_loss.item())
+                logs.setdefault("ent_coef_loss", []).append(ent_coef_loss.detach())
             else:
                 ent_coef = self.ent_coef_tensor
 
@@ -127,14 +127,15 @@ class PMOESAC(SAC):
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 
-            logs.setdefault("ent_coef", []).append(ent_coef.item())
-            logs.setdefault("critic_loss", []).append(critic_loss.item())
-            logs.setdefault("actor_loss", []).append(out["policy_loss"].item())
+            # metrics stay on the device; record_means reads them once per train() call
+            logs.setdefault("ent_coef", []).append(ent_coef)
+            logs.setdefault("critic_loss", []).append(critic_loss.detach())
+            logs.setdefault("actor_loss", []).append(out["policy_loss"].detach())
             if dist.n_experts > 1:
-                logs.setdefault("gate_loss", []).append(out["gate_loss"].item())
-                logs.setdefault("gate_entropy", []).append(dist.gate_entropy().item())
+                logs.setdefault("gate_loss", []).append(out["gate_loss"].detach())
+                logs.setdefault("gate_entropy", []).append(dist.gate_entropy())
                 for key, value in estimator.diagnostics(batch).items():
-                    logs.setdefault(key, []).append(value.cpu().numpy())
+                    logs.setdefault(key, []).append(value)
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
