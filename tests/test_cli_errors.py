@@ -83,8 +83,14 @@ def test_train_rejects_bad_input(args, fragments, capsys, tmp_path):
 def test_missing_cuda_device(capsys):
     import torch
 
-    # on a machine without CUDA any cuda device is missing; on one with CUDA, a GPU index it lacks
-    device, fragment = ("cuda:99", "does not exist") if torch.cuda.is_available() else ("cuda", "CUDA is not available")
+    # a CPU-only build of torch is named; on a machine without CUDA any cuda device is missing; on one with CUDA, a
+    # GPU index it lacks
+    if not torch.backends.cuda.is_built():
+        device, fragment = "cuda", "is a CPU-only build; install a CUDA build of torch"
+    elif not torch.cuda.is_available():
+        device, fragment = "cuda", "CUDA is not available"
+    else:
+        device, fragment = "cuda:99", "does not exist"
     code, _, err = run(train.main, ["--env", "Hopper-v5", "--device", device], capsys)
     assert_user_error(code, err, fragment)
 

@@ -131,10 +131,14 @@ def test_device_names_are_checked_once_for_train_and_evaluate(name, fragment, ca
         assert err.startswith("error: ") and fragment in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_cpu_only_torch_build_is_named(monkeypatch):
+def test_a_cpu_only_torch_build_and_a_machine_without_cuda_are_named(monkeypatch):
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
     with pytest.raises(DeviceError, match="CPU-only build"):
         resolve_device("cuda")
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="CUDA is not available on this machine"):
+        resolve_device("cuda:0")
 
 
 def test_auto_picks_the_cpu_for_ppo_and_cuda_for_sac(monkeypatch):
