@@ -62,6 +62,11 @@ class PMOESAC(SAC):
         super()._setup_model()
         if not isinstance(self.policy, MixtureSACPolicy):
             raise ValueError(f"PMOESAC needs a MixtureSACPolicy, got {type(self.policy).__name__}")
+        # the same loss object as the native agent, built once (also after load, which sets the options first)
+        self.estimator = PMOE(self.expert_update, self.gate_loss, self.gate_loss_weight, self.alpha_logp)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "estimator"]  # rebuilt from the saved options
 
     def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
         # warmup="policy": act with the policy from the first step (updates still wait for learning_starts)
@@ -82,7 +87,7 @@ class PMOESAC(SAC):
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
-        estimator = PMOE(self.expert_update, self.gate_loss, self.gate_loss_weight, self.alpha_logp)
+        estimator = self.estimator
         logs: dict[str, list] = {}
 
         for gradient_step in range(gradient_steps):
