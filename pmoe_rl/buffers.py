@@ -52,6 +52,14 @@ class ReplayBuffer:
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
+    def fill(self, obs, actions, rewards, next_obs, terminated) -> None:
+        """Replace the contents with whole arrays of transitions (an offline dataset), in one copy to the device."""
+        rows = np.concatenate([obs, actions, rewards[:, None], next_obs, terminated[:, None]], axis=1, dtype=np.float32)
+        if rows.shape[0] > self.capacity or rows.shape[1] != self.storage.shape[1]:
+            raise ValueError(f"{rows.shape} transitions do not fit a buffer of {tuple(self.storage.shape)}")
+        self.storage[: rows.shape[0]] = torch.from_numpy(rows).to(self.device)
+        self.size, self.pos = rows.shape[0], rows.shape[0] % self.capacity
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
         return self._unpack(self.storage[idx])

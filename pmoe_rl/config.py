@@ -184,17 +184,102 @@ class PPOConfig(Section):
     """PMOE-PPO: weight of the gate loss (0: a plain mixture PPO)"""
 
 
+class OfflineConfig(Section):
+    """The offline agents (odice, iql, bc): how the dataset is read and the networks they share; defaults from the
+    official O-DICE code (docs/offline.md)."""
+
+    batch_size: PositiveInt = 256
+    """minibatch size"""
+    gamma: Probability = 0.99
+    """discount factor"""
+    tau: Annotated[float, Field(gt=0.0, le=1.0)] = 0.005
+    """Polyak coefficient of the target networks (every step)"""
+    value_hidden: Sizes = [256, 256]
+    """hidden sizes of V (and IQL's twin Q), ReLU"""
+    normalize_reward: bool = True
+    """scale rewards by 1000 / (max - min) of the dataset's episode returns (IQL and O-DICE on MuJoCo)"""
+    normalize_obs: bool = False
+    """normalise observations by the dataset's mean and std (saved with the policy; O-DICE's imitation setting)"""
+    max_weight: PositiveFloat = 100.0
+    """clip of the behaviour-cloning weights (EXP_ADV_MAX of IQL and O-DICE)"""
+    log_std_min: float = -5.0
+    """lower clamp of the policy's state-independent log-std"""
+    log_std_max: float = 2.0
+    """upper clamp of the policy's state-independent log-std"""
+    imitation: bool = False
+    """offline imitation: zero the rewards and keep the first imitation_episodes episodes (O-DICE section 9)"""
+    imitation_episodes: PositiveInt = 1
+    """imitation: the number of expert episodes kept"""
+
+
+class ODICEConfig(Section):
+    """O-DICE (Mao et al., ICLR 2024): V-DICE value objective with an orthogonal-gradient update, then weighted
+    behaviour cloning; defaults from the official code's offline-RL settings."""
+
+    lam: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.6
+    """lambda: (1 - lambda) E[V(s)] + lambda E[f*(r + gamma V(s') - V(s))]"""
+    eta: NonNegativeFloat = 1.0
+    """weight of the orthogonal (backward) gradient"""
+    f: options.FDivergence = "chi2"
+    """f-divergence: Pearson chi-square (weights max(delta, 0)) or reverse KL (weights exp(delta - 1))"""
+    update: options.ValueUpdate = "orthogonal"
+    """gradient of the value loss: orthogonal (O-DICE), true (both directions) or semi (target V(s') only)"""
+    layer_norm: bool = True
+    """LayerNorm after each hidden layer of V"""
+    twin_v: bool = True
+    """two V heads: both trained, the minimum as the target"""
+    value_lr: PositiveFloat = 2e-4
+    """Adam learning rate of V"""
+    actor_lr: PositiveFloat = 2e-4
+    """Adam learning rate of the policy"""
+    actor_weight_decay: NonNegativeFloat = 1e-4
+    """weight decay of the policy's Adam"""
+    policy_hidden: Sizes = [1024, 1024]
+    """hidden sizes of the policy (ReLU)"""
+
+
+class IQLConfig(Section):
+    """IQL (Kostrikov, Nair, Levine, ICLR 2022): expectile V, twin Q, advantage-weighted extraction; its MuJoCo
+    settings."""
+
+    expectile: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.7
+    """tau of the expectile regression of V onto min Q"""
+    temperature: PositiveFloat = 3.0
+    """beta of the extraction weights exp(beta (Q - V))"""
+    value_lr: PositiveFloat = 3e-4
+    """Adam learning rate of V"""
+    critic_lr: PositiveFloat = 3e-4
+    """Adam learning rate of the twin Q"""
+    actor_lr: PositiveFloat = 3e-4
+    """Adam learning rate of the policy (cosine-decayed to 0 over the run, as IQL)"""
+    policy_hidden: Sizes = [256, 256]
+    """hidden sizes of the policy (ReLU)"""
+
+
+class BCConfig(Section):
+    """Behaviour cloning: maximum likelihood of the dataset's actions (every weight 1)."""
+
+    actor_lr: PositiveFloat = 3e-4
+    """Adam learning rate of the policy"""
+    policy_hidden: Sizes = [256, 256]
+    """hidden sizes of the policy (ReLU)"""
+
+
 class Config(Section):
     """A training run. The top-level fields are the CLI's named flags; the sections are set with --set or YAML."""
 
     env: str = ""
     """gymnasium id, e.g. Hopper-v5, HalfCheetah-v5, InvertedPendulum-v5, pmoe_rl/MultiGoal-v0 (required)"""
     algo: options.Algo = "sac"
-    """algorithm"""
-    policy: options.PolicyKind = "pmoe"
-    """pmoe: Gaussian mixture (SAC: trained by the estimator; PPO: mixture ratio + auxiliary Q and gate loss);
-    gaussian: one Gaussian (plain SAC / PPO); moe / mcp (SAC): one Gaussian composed from K primitives by a gated
-    mixture of experts / a multiplicative compositional policy"""
+    """algorithm: online sac, ppo; offline (on --dataset) odice, iql, bc"""
+    dataset: str = ""
+    """offline algorithms: a local Minari dataset, by id (under MINARI_DATASETS_PATH) or directory; --env defaults
+    to the dataset's"""
+    policy: options.PolicyKind | None = None
+    """pmoe: Gaussian mixture (SAC: trained by the estimator; PPO: mixture ratio + auxiliary Q and gate loss;
+    offline: extracted by weighted behaviour cloning); gaussian: one Gaussian (plain SAC / PPO); moe / mcp (SAC):
+    one Gaussian composed from K primitives by a gated mixture of experts / a multiplicative compositional
+    policy (unset: pmoe online, gaussian offline as the papers)"""
     estimator: str = "pmoe"
     """actor-loss estimator of a SAC mixture policy, by its registered name (docs/algorithms.md explains each;
     pmoe_rl.register_estimator adds one)"""
@@ -219,6 +304,13 @@ class Config(Section):
     """environment steps between log dumps (stdout table, CSV, TensorBoard, JSON)"""
     stop_at_reward: float | None = Field(None, json_schema_extra={"resumable": True})
     """stop once an evaluation's mean return reaches this (default: never)"""
+    compile: options.CompileMode = Field("off", json_schema_extra={"resumable": True, "flag_const": "default"})
+    """torch.compile the update (SAC: each gradient step; PPO: each minibatch's loss and backward); --compile alone
+    is "default"; "reduce-overhead" also captures CUDA graphs on CUDA. Same maths; compiled kernels draw other
+    random numbers than eager ones. The first updates wait for the compilation (about a minute on a CPU)"""
+    record_transitions: bool = Field(False, json_schema_extra={"flag_const": True})
+    """record every transition collected (RUN_DIR/transitions/, written at each checkpoint) for python -m
+    pmoe_rl.collect's medium-replay datasets"""
     num_envs: PositiveInt = 1
     """parallel environments (PPO only)"""
     vec_env: options.VecEnvMode = Field("sync", json_schema_extra={"resumable": True})
@@ -226,6 +318,10 @@ class Config(Section):
     net: NetConfig = Field(default_factory=NetConfig)
     sac: SACConfig = Field(default_factory=SACConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    odice: ODICEConfig = Field(default_factory=ODICEConfig)
+    iql: IQLConfig = Field(default_factory=IQLConfig)
+    bc: BCConfig = Field(default_factory=BCConfig)
 
     @field_validator("estimator")
     @classmethod
@@ -237,11 +333,16 @@ class Config(Section):
         return name
 
     @property
+    def resolved_policy(self) -> str:
+        """``policy``, or its default for the algorithm."""
+        return self.policy or ("gaussian" if self.algo in options.OFFLINE_ALGOS else "pmoe")
+
+    @property
     def n_experts(self) -> int:
         """The number of experts used: ``experts``, or the default for the policy and algorithm."""
         if self.experts is not None:
             return self.experts
-        if self.policy == "gaussian":
+        if self.resolved_policy == "gaussian":
             return 1
         return options.PPO_EXPERTS if self.algo == "ppo" else options.SAC_EXPERTS
 
@@ -367,6 +468,18 @@ def validate(cfg: Config) -> Config:
     Each field's own type and range were checked when it was set."""
     if not cfg.env:
         raise ConfigError("no environment given: pass --env ENV_ID (for example --env Hopper-v5)")
+    cfg.policy = cfg.resolved_policy
+    if cfg.algo in options.OFFLINE_ALGOS:
+        if not cfg.dataset:
+            raise ConfigError(f"--algo {cfg.algo} learns from a dataset: pass --dataset ID_OR_DIR")
+        if cfg.policy not in ("gaussian", "pmoe"):
+            raise ConfigError(f"--algo {cfg.algo} extracts a gaussian or pmoe policy, not {cfg.policy}")
+        if cfg.offline.log_std_min >= cfg.offline.log_std_max:
+            raise ConfigError("offline.log_std_min must be smaller than offline.log_std_max")
+        if cfg.record_transitions:
+            raise ConfigError(f"--record-transitions records an online run's collection, not --algo {cfg.algo}'s")
+    elif cfg.dataset:
+        raise ConfigError(f"--dataset is for the offline algorithms (odice, iql, bc), not --algo {cfg.algo}")
     if cfg.estimator != "pmoe" and (cfg.algo != "sac" or cfg.policy != "pmoe"):
         raise ConfigError(f"--estimator {cfg.estimator} trains a mixture policy with SAC (--algo sac --policy pmoe)")
     if cfg.policy in ("moe", "mcp") and cfg.algo != "sac":

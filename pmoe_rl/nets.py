@@ -118,10 +118,12 @@ class TwinQ(nn.Module):
         return self.net(x.relu_(), detach_params, start=1).view(n, bsz, k)
 
 
-def adam(params, device: torch.device, **kwargs) -> torch.optim.Adam:
+def adam(params, device: torch.device, capturable: bool = False, **kwargs) -> torch.optim.Adam:
     """Adam, fused into one kernel where PyTorch has one for the device (CPU, CUDA); the reference
-    implementation elsewhere (e.g. the ``meta`` device of the device tests)."""
-    return torch.optim.Adam(params, fused=torch.device(device).type in ("cpu", "cuda"), **kwargs)
+    implementation elsewhere (e.g. the ``meta`` device of the device tests). ``capturable``: its step count
+    stays on the device, as CUDA graphs need."""
+    fused = torch.device(device).type in ("cpu", "cuda")
+    return torch.optim.Adam(params, fused=fused, capturable=capturable, **kwargs)
 
 
 class FlatParameters:

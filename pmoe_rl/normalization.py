@@ -39,12 +39,24 @@ class ObsNormalizer(nn.Module):
             self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
             self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
             self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+            # float32 copies of mean and sqrt(var + eps) (not saved): acting computes nothing from the statistics,
+            # and devices without float64 (MPS) or kernels that want one dtype see none
+            self.register_buffer("shift", torch.zeros(dim), persistent=False)
+            self.register_buffer("scale", torch.ones(dim), persistent=False)
+            self.refresh()
+            self.register_load_state_dict_post_hook(lambda module, keys: module.refresh())
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute the float32 cache after the statistics changed (loading does this itself)."""
+        if self.enabled:
+            self.shift.copy_(self.mean)
+            self.scale.copy_((self.var + self.eps).sqrt())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        mean, std = self.mean.to(x.dtype), (self.var + self.eps).sqrt().to(x.dtype)
-        return ((x - mean) / std).clamp(-self.clip, self.clip)
+        return ((x - self.shift) / self.scale).clamp(-self.clip, self.clip)
 
     def numpy(self, x: np.ndarray, stats: RunningMeanStd | None) -> np.ndarray:
         """The same map in NumPy with ``stats`` (the training loop's live statistics), as float32."""
@@ -67,6 +79,7 @@ class ObsNormalizer(nn.Module):
         self.mean.copy_(torch.from_numpy(np.asarray(stats.mean)))
         self.var.copy_(torch.from_numpy(np.asarray(stats.var)))
         self.count.fill_(stats.count)
+        self.refresh()
 
 
 class RewardNormalizer:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-Algo = Literal["sac", "ppo"]
+Algo = Literal["sac", "ppo", "odice", "iql", "bc"]
+OFFLINE_ALGOS = ("odice", "iql", "bc")  # trained on a dataset, not on environment steps
 PolicyKind = Literal["pmoe", "gaussian", "moe", "mcp"]
 GateInput = Literal["detached_latent", "obs"]
 EvalExpert = Literal["argmax", "sample"]
@@ -22,6 +23,10 @@ Warmup = Literal["policy", "uniform"]
 Ratio = Literal["mixture", "component"]
 Activation = Literal["tanh", "relu"]
 VecEnvMode = Literal["sync", "async"]
+FDivergence = Literal["chi2", "kl"]  # O-DICE's f: Pearson chi-square or reverse KL
+ValueUpdate = Literal["orthogonal", "true", "semi"]  # O-DICE's gradient of the value loss
+# torch.compile of the update: off, or a torch.compile mode ("reduce-overhead" adds CUDA graphs on CUDA).
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 # Number of experts: 4 in the official PMOE-SAC code, 5 in the co-author's PMOE-PPO script (docs/algorithms.md).
 SAC_EXPERTS = 4
@@ -44,3 +49,5 @@ SCORE_BASELINE: ScoreBaseline = "experts"
 # PMOE-PPO's auxiliary Q(s, a) (co-author script).
 Q_HIDDEN = (64, 64, 64)
 Q_COEF = 1.0
+# Clip of normalised observations (SB3 VecNormalize).
+OBS_CLIP = 10.0

@@ -140,9 +140,11 @@ class PPOPolicy(nn.Module):
         norm_obs: bool = True,
         clip_obs: float = 10.0,
         eval_expert: options.EvalExpert = options.EVAL_EXPERT,
+        log_std_bounds: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts, self.eval_expert = obs_dim, act_dim, n_experts, eval_expert
+        self.log_std_bounds = log_std_bounds
         self.obs_norm = ObsNormalizer(obs_dim, norm_obs, clip_obs)
         act_fn = nn.Tanh if activation == "tanh" else nn.ReLU
         self.mean_net = mlp(obs_dim, list(hidden), n_experts * act_dim, act_fn, orthogonal=True, out_gain=0.01)
@@ -159,7 +161,11 @@ class PPOPolicy(nn.Module):
             log_w = torch.zeros(mean.shape[:-1], device=mean.device, dtype=mean.dtype)
         else:
             log_w = torch.log_softmax(self.gate(norm_obs), dim=-1)
-        return GaussianMixture(mean, self.log_std.expand_as(mean), log_w)
+        return GaussianMixture(mean, self.clamped_log_std().expand_as(mean), log_w)
+
+    def clamped_log_std(self) -> torch.Tensor:
+        """The log-std parameter, clamped to ``log_std_bounds`` when given (the offline agents' policies)."""
+        return self.log_std if self.log_std_bounds is None else self.log_std.clamp(*self.log_std_bounds)
 
     def forward(self, obs: torch.Tensor) -> GaussianMixture:
         return self.distribution(self.obs_norm(obs))
@@ -181,7 +187,7 @@ class PPOPolicy(nn.Module):
         if deterministic:
             return mean, k
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + self.log_std[k].exp() * eps, k
+        return mean + self.clamped_log_std()[k].exp() * eps, k
 
     @torch.no_grad()
     def act(

@@ -34,6 +34,7 @@ from pmoe_rl.config import (
     to_dict,
     validate,
 )
+from pmoe_rl.datasets import dataset_env_id, load_for_env
 from pmoe_rl.devices import resolve_device
 from pmoe_rl.envs import check_env_id, make_env
 from pmoe_rl.errors import ConfigError, RunDirError
@@ -93,12 +94,14 @@ def build_parser() -> Parser:
         if is_section(field.annotation):
             continue
         # values are validated (and converted from text) by the config, like every other source
+        const = (field.json_schema_extra or {}).get("flag_const")  # the value of the flag given alone
         p.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
             default=argparse.SUPPRESS,
             metavar=name.upper(),
             help=_describe(name, field, getattr(defaults, name)),
+            **({"nargs": "?", "const": const} if const is not None else {}),
         )
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config values (see configs/)")
     p.add_argument(
@@ -135,6 +138,8 @@ def resolve_config(args) -> Config:
     cfg = apply_dict(cfg, _flag_values(args))
     for assignment in args.set:
         cfg = set_value(cfg, assignment)
+    if cfg.dataset and not cfg.env:
+        cfg.env = dataset_env_id(cfg.dataset)
     return validate(cfg)
 
 
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         cfg, run_dir = _resume_config(args)
         check_env_id(cfg.env)
+        if cfg.dataset:
+            load_for_env(cfg.dataset, cfg.env)
         device, why = resolve_device(cfg.device, cfg.algo)
         resume = checkpoint.load(run_dir, with_state=True)  # on the CPU: RNG states must stay there
         if resume.step >= cfg.steps:
@@ -188,12 +195,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     else:
         cfg = resolve_config(args)
-        make_env(cfg.env).close()  # an unusable env is refused before anything is written
+        make_env(cfg.env).close()  # an unusable env or dataset is refused before anything is written
+        if cfg.dataset:
+            load_for_env(cfg.dataset, cfg.env)
         device, why = resolve_device(cfg.device, cfg.algo)
         run_dir = _prepare_run_dir(args, cfg)
     configure_cpu(cfg.threads)
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     what = f"{cfg.algo.upper()} with a {cfg.policy} policy ({cfg.n_experts} expert{'s' * (cfg.n_experts > 1)})"
+    if cfg.dataset:
+        what += f" on dataset {cfg.dataset}"
     verb = f"resuming from step {resume.step}" if resume else "training"
     print(
         f"{verb}: {what} on {cfg.env} for {cfg.steps} steps, device {device} ({why})\nrun directory: {run_dir}",

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The check to run the day a GPU is lent (BENCHMARKS.md, "GPU: the numbers still missing"): SAC and PPO with
 # --device cuda end to end (train, kill -9, resume, evaluate, --analyze, from_checkpoint), the meta-device and
-# host-synchronisation tests, then pmoe-rl vs SB3 throughput on the same GPU. About 10 minutes on one GPU; every
-# result goes to one report file.
+# host-synchronisation tests, SAC with --compile reduce-overhead (CUDA graphs), then pmoe-rl vs SB3 throughput on
+# the same GPU (eager, and SAC compiled). About 10 minutes on one GPU; every result goes to one report file.
 #
 #   bash scripts/gpu_check.sh [REPORT]        # default REPORT: gpu_check_report.txt
 set -uo pipefail
@@ -53,6 +53,10 @@ done
 
 step "meta-device and host-synchronisation tests" python -m pytest -q tests/test_devices.py
 step "SAC throughput on cuda vs SB3" python scripts/bench_throughput.py --algo sac --env HalfCheetah-v5 --steps 1500 --rounds 2 --device cuda
+cat "$work/out.txt" >>"$report"
+step "SAC --compile reduce-overhead (CUDA graphs) trains end to end on cuda" python -m pmoe_rl.train --env Hopper-v5 \
+  --steps 2000 --eval-every 1000 --eval-episodes 2 --no-progress --device cuda --compile reduce-overhead --run-dir "$work/compiled"
+step "SAC throughput on cuda vs SB3, pmoe-rl compiled (reduce-overhead)" python scripts/bench_throughput.py --algo sac --env HalfCheetah-v5 --steps 1500 --rounds 1 --device cuda --compile reduce-overhead
 cat "$work/out.txt" >>"$report"
 step "PPO throughput on cuda vs SB3 (auto picks the CPU for PPO; this measures why)" python scripts/bench_throughput.py --algo ppo --env HalfCheetah-v5 --rounds 2 --device cuda
 cat "$work/out.txt" >>"$report"

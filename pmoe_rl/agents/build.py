@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from pmoe_rl import checkpoint
+from pmoe_rl import checkpoint, options
 from pmoe_rl.config import Config, from_dict
 from pmoe_rl.errors import CheckpointError
 from pmoe_rl.policies import CompositePolicy, MixturePolicy, PPOPolicy
@@ -25,6 +25,20 @@ def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | Com
             log_std_min=net.log_std_min,
             log_std_max=net.log_std_max,
             gate_input=net.gate_input,
+        )
+    if cfg.algo in options.OFFLINE_ALGOS:  # the O-DICE code's Gaussian (a mixture with --policy pmoe)
+        off = cfg.offline
+        return PPOPolicy(
+            obs_dim,
+            act_dim,
+            cfg.n_experts,
+            getattr(cfg, cfg.algo).policy_hidden,
+            "relu",
+            0.0,
+            off.normalize_obs,
+            options.OBS_CLIP,
+            net.eval_expert,
+            (off.log_std_min, off.log_std_max),
         )
     if cfg.algo == "ppo":
         ppo = cfg.ppo

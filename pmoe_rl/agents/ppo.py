@@ -55,6 +55,7 @@ class PPO(Agent):
         if self.q is not None:
             self.groups.append(FlatParameters(list(self.q.parameters())))
         self.optimizer = adam([g.flat for g in self.groups], device, lr=ppo.learning_rate, eps=ppo.adam_eps)
+        self._minibatch_loss = self.compiled(self.minibatch_loss)
         self.reward_norm = RewardNormalizer(cfg.num_envs, ppo.gamma, ppo.clip_reward) if ppo.norm_reward else None
         self.steps_per_iteration = ppo.n_steps * cfg.num_envs
         self.total_iterations = math.ceil(cfg.steps / self.steps_per_iteration)
@@ -83,52 +84,19 @@ class PPO(Agent):
             group["lr"] = lr
         n = data["obs"].shape[0]
         sums: dict[str, list[torch.Tensor]] = {}
-        clip = ppo.clip_range
         for _ in range(ppo.n_epochs):
             kls = []
             for idx in torch.randperm(n, device=self.device).split(ppo.batch_size):
-                obs, actions, adv = data["obs"][idx], data["actions"][idx], data["advantages"][idx]
-                returns, old_values = data["returns"][idx], data["values"][idx]
-                dist = self.policy.distribution(obs)
-                logp = self.log_prob(dist, actions, data["experts"][idx])
-                log_ratio = logp - data["logp"][idx]
-                ratio = log_ratio.exp()
-                if ppo.normalize_advantage and len(idx) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
-                v = self.values(obs)
-                v_loss = (v - returns).pow(2)
-                if ppo.clip_value:
-                    v_clipped = old_values + (v - old_values).clamp(-clip, clip)
-                    v_loss = torch.max(v_loss, (v_clipped - returns).pow(2))
-                v_loss = v_loss.mean()
-                entropy = -logp.mean()
-                loss = pg_loss + ppo.vf_coef * v_loss - ppo.ent_coef * entropy
-                parts = {"policy_gradient_loss": pg_loss, "value_loss": v_loss, "entropy_loss": -entropy}
-                if self.pmoe:
-                    q_loss = (self.q_values(obs, actions.unsqueeze(1)).squeeze(1) - returns).pow(2).mean()
-                    with torch.no_grad():  # score a fresh sample of every expert
-                        k_star = best_expert(dist.rsample(), lambda a, obs=obs: self.q_values(obs, a))
-                    g_loss = gate_loss(dist, k_star, ppo.gate_loss)
-                    loss = loss + ppo.q_coef * q_loss + ppo.gate_loss_weight * g_loss
-                    parts.update(
-                        q_loss=q_loss,
-                        gate_loss=g_loss,
-                        best_expert_freq=expert_frequencies(k_star, self.policy.n_experts),
-                    )
                 for group in self.groups:
                     group.zero_grad()
-                loss.backward()
+                parts = self._minibatch_loss({key: value[idx] for key, value in data.items()})
                 for group in self.groups:
                     nn.utils.clip_grad_norm_(group.flat, ppo.max_grad_norm)
                 self.optimizer.step()
                 self.n_updates += 1
-                with torch.no_grad():
-                    kl = ((ratio - 1.0) - log_ratio).mean()  # http://joschu.net/blog/kl-approx.html
-                    kls.append(kl)
-                    parts.update(loss=loss, approx_kl=kl, clip_fraction=((ratio - 1.0).abs() > clip).float().mean())
+                kls.append(parts["approx_kl"])
                 for key, value in parts.items():
-                    sums.setdefault(key, []).append(value.detach())
+                    sums.setdefault(key, []).append(value)
             if ppo.target_kl is not None and torch.stack(kls).mean() > 1.5 * ppo.target_kl:
                 break  # SB3's early stop
         metrics = {key: torch.stack(values).mean(0) for key, values in sums.items()}
@@ -139,6 +107,44 @@ class PPO(Agent):
             if self.policy.n_experts > 1:
                 metrics["gate_entropy"] = self.policy.distribution(data["obs"]).gate_entropy()
         return metrics
+
+    def minibatch_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss of one minibatch (the rollout's tensors at its indices), backpropagated into the flat
+        gradients; returns its parts (detached) for the logs. No host read: ``torch.compile`` captures it with
+        its backward (``--compile``)."""
+        ppo, clip = self.cfg.ppo, self.cfg.ppo.clip_range
+        obs, actions, adv, returns = batch["obs"], batch["actions"], batch["advantages"], batch["returns"]
+        dist = self.policy.distribution(obs)
+        logp = self.log_prob(dist, actions, batch["experts"])
+        log_ratio = logp - batch["logp"]
+        ratio = log_ratio.exp()
+        if ppo.normalize_advantage and adv.shape[0] > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+        v = self.values(obs)
+        v_loss = (v - returns).pow(2)
+        if ppo.clip_value:
+            old_values = batch["values"]
+            v_clipped = old_values + (v - old_values).clamp(-clip, clip)
+            v_loss = torch.max(v_loss, (v_clipped - returns).pow(2))
+        v_loss = v_loss.mean()
+        entropy = -logp.mean()
+        loss = pg_loss + ppo.vf_coef * v_loss - ppo.ent_coef * entropy
+        parts = {"policy_gradient_loss": pg_loss, "value_loss": v_loss, "entropy_loss": -entropy}
+        if self.pmoe:
+            q_loss = (self.q_values(obs, actions.unsqueeze(1)).squeeze(1) - returns).pow(2).mean()
+            with torch.no_grad():  # score a fresh sample of every expert
+                k_star = best_expert(dist.rsample(), lambda a: self.q_values(obs, a))
+            g_loss = gate_loss(dist, k_star, ppo.gate_loss)
+            loss = loss + ppo.q_coef * q_loss + ppo.gate_loss_weight * g_loss
+            parts.update(
+                q_loss=q_loss, gate_loss=g_loss, best_expert_freq=expert_frequencies(k_star, self.policy.n_experts)
+            )
+        loss.backward()
+        with torch.no_grad():
+            kl = ((ratio - 1.0) - log_ratio).mean()  # http://joschu.net/blog/kl-approx.html
+            parts.update(loss=loss, approx_kl=kl, clip_fraction=((ratio - 1.0).abs() > clip).float().mean())
+        return {key: value.detach() for key, value in parts.items()}
 
     # --- what the run skeleton saves -----------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -222,7 +228,13 @@ class Rollouts:
                 action, k = self.policy.sample(torch.as_tensor(x, device=self.device))
             out = torch.cat([action, k.unsqueeze(-1).to(action.dtype)], -1).cpu().numpy()  # one device-to-host copy
             self.act_buf[t], self.expert_buf[t] = out[:, :-1], out[:, -1]
-            obs, reward, terminated, truncated, info = self.envs.step(np.clip(self.act_buf[t], -1.0, 1.0))
+            acted, previous = np.clip(self.act_buf[t], -1.0, 1.0), obs
+            obs, reward, terminated, truncated, info = self.envs.step(acted)
+            if self.agent.transitions is not None:
+                next_obs = obs.copy()
+                for i in np.flatnonzero(terminated | truncated):
+                    next_obs[i] = info["final_obs"][i]
+                self.agent.transitions.add(previous, acted, reward, next_obs, terminated, truncated)
             self.dones[t] = done = terminated | truncated
             self.rewards[t] = self.reward_norm(reward, done) if self.reward_norm is not None else reward
             for i in np.flatnonzero(truncated & ~terminated):

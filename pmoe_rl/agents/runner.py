@@ -27,6 +27,7 @@ from pmoe_rl.config import Config, to_dict
 from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.evaluation import cpu_copy, eval_seed, evaluate_policy
 from pmoe_rl.logger import RunLogger
+from pmoe_rl.recording import TransitionLog
 
 
 @dataclass
@@ -117,12 +118,20 @@ class Agent(abc.ABC):
     :meth:`close`."""
 
     policy: nn.Module  # what evaluation acts with
+    transitions: TransitionLog | None = None  # where collected transitions go (--record-transitions)
     steps_per_iteration: int = 1  # environment steps one ``iterate`` advances
     rng_env = None  # a single training env whose generators checkpoints capture (None: only the global ones)
 
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.device = cfg, device
         self.n_updates = 0
+        # CUDA graphs (the compile modes that capture them, on CUDA) need optimisers that step on the device
+        self.capturable = cfg.compile in ("reduce-overhead", "max-autotune") and torch.device(device).type == "cuda"
+
+    def compiled(self, fn):
+        """``fn`` under ``torch.compile`` in the run's mode (``--compile``), or ``fn`` itself when it is off.
+        Shapes are specialised: an update sees one batch size (PPO: two, with a smaller last minibatch)."""
+        return fn if self.cfg.compile == "off" else torch.compile(fn, mode=self.cfg.compile, dynamic=False)
 
     @abc.abstractmethod
     def modules(self) -> dict[str, nn.Module | torch.Tensor]:
@@ -150,6 +159,10 @@ class Agent(abc.ABC):
         """Advance ``steps_per_iteration`` environment steps from ``step``: collect, record finished episodes in
         ``stats``, move the progress bar, update. Return the metrics (tensors) when ``with_metrics`` (the
         skeleton logs after this iteration), else ``{}``."""
+
+    def eval_records(self, mean_return: float) -> dict[str, float]:
+        """Extra ``eval/*`` records of an evaluation with this mean return (e.g. a normalised score)."""
+        return {}
 
     def log_records(self) -> dict[str, float]:
         """Extra top-level records for the next log dump (e.g. ``time/iterations``)."""
@@ -210,6 +223,9 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
             agent.load_extra_state(state)
             step, last_eval = ctx.resume.step, state["last_eval"]
             stats.load_state_dict(state)
+        if cfg.record_transitions:
+            agent.transitions = TransitionLog(ctx.run_dir)
+            agent.transitions.discard_after(step)
         agent.start(cfg.seed, ctx.resume is not None, step)
         if ctx.resume is not None:
             checkpoint.restore_rng(ctx.resume.state["rng"], agent.rng_env, ctx.device)
@@ -219,6 +235,8 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
         raise
 
     def save_checkpoint() -> Path:
+        if agent.transitions is not None:
+            agent.transitions.flush(step)
         state = {
             "optim": agent.optim_state(),
             **stats.state_dict(),
@@ -243,6 +261,9 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
             stop = False
             if evaluate_now:
                 last_eval, stop = rec.evaluate(agent.policy, eval_env, cfg, step)
+                for key, value in agent.eval_records(last_eval["mean_return"]).items():
+                    log.record(key, value)
+                    last_eval[key.removeprefix("eval/")] = value
             if dump_now:
                 rec.dump(step, agent.n_updates, metrics, **agent.log_records())
             if stop:

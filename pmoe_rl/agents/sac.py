@@ -47,9 +47,10 @@ class SAC(Agent):
         init = sac.init_alpha if self.learn_alpha else max(float(sac.ent_coef), 1e-30)
         self.log_alpha = torch.tensor(float(np.log(init)), device=device, requires_grad=self.learn_alpha)
         self.target_entropy = float(-act_dim if sac.target_entropy == "auto" else sac.target_entropy)
-        self.actor_opt = adam(self.policy.parameters(), device, lr=sac.actor_lr)
-        self.critic_opt = adam(self.critic.parameters(), device, lr=sac.critic_lr)
-        self.alpha_opt = adam([self.log_alpha], device, lr=sac.alpha_lr) if self.learn_alpha else None
+        self.actor_opt = adam(self.policy.parameters(), device, self.capturable, lr=sac.actor_lr)
+        self.critic_opt = adam(self.critic.parameters(), device, self.capturable, lr=sac.critic_lr)
+        self.alpha_opt = adam([self.log_alpha], device, self.capturable, lr=sac.alpha_lr) if self.learn_alpha else None
+        self._gradient_step = self.compiled(self.gradient_step)
         self.estimator = make_estimator(cfg.estimator, **sac.model_dump())
         self._params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
@@ -71,9 +72,21 @@ class SAC(Agent):
         return sac.reward_scale * batch.rewards + (1.0 - batch.terminated) * sac.gamma * next_q
 
     def update(self, batch: Batch, with_metrics: bool = False) -> dict[str, torch.Tensor]:
-        """One gradient step on a minibatch. Returns the metrics (tensors; SB3 logs the latest update's
-        values too) only when asked, so that the other updates spend nothing on diagnostics."""
-        sac, estimator = self.cfg.sac, self.estimator
+        """One gradient step on a minibatch (steps 1-5, compiled with ``--compile``), then the target critics'
+        update. Returns the metrics (tensors; SB3 logs the latest update's values too) only when asked, so that
+        the other updates spend nothing on diagnostics."""
+        metrics = self._gradient_step(batch, with_metrics)
+        # 6: targets
+        self.n_updates += 1
+        if self.n_updates % self.cfg.sac.target_update_interval == 0:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._target_params, self._params, self.cfg.sac.tau)
+        return metrics
+
+    def gradient_step(self, batch: Batch, with_metrics: bool) -> dict[str, torch.Tensor]:
+        """Steps 1-5 of the update: no Python branch on tensor values and no host read, so that
+        ``torch.compile`` captures it whole (but for the backward calls) and CUDA graphs can replay it."""
+        estimator = self.estimator
         obs = batch.obs
         # 1-2: every expert's reparameterised action, and the best expert under the current critic if needed
         dist = self.policy(obs)
@@ -107,12 +120,6 @@ class SAC(Agent):
         self.actor_opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         self.actor_opt.step()
-
-        # 6: targets
-        self.n_updates += 1
-        if self.n_updates % sac.target_update_interval == 0:
-            with torch.no_grad():
-                torch._foreach_lerp_(self._target_params, self._params, sac.tau)
 
         if not with_metrics:
             return {}
@@ -148,7 +155,11 @@ class SAC(Agent):
         self.staging = Staging(self.act_dim + self.obs_dim + 2, self.device)
         self.obs_t = None  # the observation to act on, on the device
         if not resumed:  # a resumed run resets in the first iteration, after its generators are restored
-            self.obs_t = self._upload_obs(self.env.reset(seed=seed)[0])
+            self._reset(seed)
+
+    def _reset(self, seed: int | None = None) -> None:
+        self.obs_np = self.env.reset(seed=seed)[0]
+        self.obs_t = self._upload_obs(self.obs_np)
 
     def _upload_obs(self, obs) -> torch.Tensor:
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
@@ -159,7 +170,7 @@ class SAC(Agent):
         expert together) and one host-to-device copy (the transition); the replay row is written on the device."""
         sac, env, a = self.cfg.sac, self.env, self.act_dim
         if self.obs_t is None:  # the interrupted episode of a resumed run is lost; a new one starts
-            self.obs_t = self._upload_obs(env.reset()[0])
+            self._reset()
         warmup = step < sac.learning_starts and sac.warmup == "uniform"
         if warmup:
             action = env.action_space.sample()
@@ -169,6 +180,9 @@ class SAC(Agent):
             action = out[:a]
             stats.acted[int(out[a])] += 1
         next_obs, reward, terminated, truncated, info = env.step(action)
+        if self.transitions is not None:
+            self.transitions.add(self.obs_np, action, reward, next_obs, terminated, truncated)
+        self.obs_np = next_obs
         host = self.staging.host
         host[:a], host[a], host[a + 1 : -1], host[-1] = action, reward, next_obs, float(terminated)
         transition = self.staging.upload(blocking=warmup)  # warm-up steps read nothing back to order the copies
@@ -177,7 +191,7 @@ class SAC(Agent):
         step += 1
         if terminated or truncated:
             stats.add(info["episode"]["r"], info["episode"]["l"])
-            self.obs_t = self._upload_obs(env.reset()[0])
+            self._reset()
             log.progress(0, ret=f"{stats.returns[-1]:.1f}")
         metrics = {}
         if step >= sac.learning_starts and step % sac.train_freq == 0:

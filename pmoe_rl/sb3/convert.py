@@ -153,3 +153,4 @@ def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -
         for extractor in {policy.pi_features_extractor, policy.vf_features_extractor}:
             for key in ("mean", "var", "count"):
                 getattr(extractor.norm, key).copy_(native[f"obs_norm.{key}"])
+            extractor.norm.refresh()
