@@ -10,7 +10,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 
-from pmoe_rl import checkpoint
+from pmoe_rl import checkpoint, options
 from pmoe_rl.config import Config, from_dict
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import CheckpointError
@@ -21,7 +21,8 @@ from pmoe_rl.sb3.policies import MixtureActorCriticPolicy, ObsNormalizerExtracto
 
 def from_checkpoint(path: str | Path, env=None, device: str | torch.device = "cpu", **kwargs) -> BaseAlgorithm:
     """The SB3 model equivalent to a native checkpoint: ``PMOESAC`` for SAC runs, ``PMOEPPO`` for PMOE-PPO
-    runs, stock ``PPO`` with :class:`MixtureActorCriticPolicy` for Gaussian (or gate-loss-free) PPO runs.
+    runs, stock ``PPO`` with :class:`MixtureActorCriticPolicy` for Gaussian (or gate-loss-free) PPO runs and for
+    the policy an offline run (O-DICE, IQL, BC) extracted.
 
     The weights are copied exactly, so the model's ``predict(obs, deterministic=True)`` gives the native
     policy's actions (for runs with ``net.eval_expert=sample``, with the same torch seed). The hyperparameters
@@ -52,7 +53,7 @@ def from_checkpoint(path: str | Path, env=None, device: str | torch.device = "cp
             f"action space is {space}: pass env=None or wrap the env in "
             "gymnasium.wrappers.RescaleAction(env, -1, 1)"
         )
-    build = _sac if ckpt.meta["algo"] == "sac" else _ppo
+    build = {"sac": _sac, "ppo": _ppo}.get(ckpt.meta["algo"], _offline)
     model = build(cfg, env, device, kwargs)
     try:
         _load(model, ckpt.weights, cfg)
@@ -114,6 +115,25 @@ def _ppo(cfg: Config, env, device, overrides: dict) -> PPO:
     return (PMOEPPO if pmoe else PPO)(MixtureActorCriticPolicy, env, **args)
 
 
+def _offline(cfg: Config, env, device, overrides: dict) -> PPO:
+    """An offline run's policy (a Gaussian or mixture with a state-independent log-std, like PPO's) as SB3's
+    ``PPO`` with :class:`MixtureActorCriticPolicy`, for ``predict`` (its value head is SB3's initial one:
+    offline runs train no PPO value function)."""
+    off = cfg.offline
+    policy_kwargs = dict(
+        n_experts=cfg.n_experts,
+        eval_expert=cfg.net.eval_expert,
+        net_arch=dict(pi=getattr(cfg, cfg.algo).policy_hidden, vf=off.value_hidden),
+        activation_fn=nn.ReLU,
+    )
+    if off.normalize_obs:
+        policy_kwargs.update(
+            features_extractor_class=ObsNormalizerExtractor, features_extractor_kwargs=dict(clip=options.OBS_CLIP)
+        )
+    return PPO(MixtureActorCriticPolicy, env, seed=cfg.seed, device=device, policy_kwargs=policy_kwargs,
+               **overrides)  # fmt: skip
+
+
 @torch.no_grad()
 def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -> None:
     policy = model.policy
@@ -135,21 +155,24 @@ def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -
         return [m for module in modules for m in module.modules() if isinstance(m, nn.Linear)]
 
     native = checkpoint.submodule(weights, "policy")
-    groups = [
-        ("policy.mean_net", linears(policy.mlp_extractor.policy_net, policy.action_net)),
-        ("value", linears(policy.mlp_extractor.value_net, policy.value_net)),
-    ]
+    offline = cfg.algo in options.OFFLINE_ALGOS
+    groups = [("policy.mean_net", linears(policy.mlp_extractor.policy_net, policy.action_net))]
+    if not offline:
+        groups.append(("value", linears(policy.mlp_extractor.value_net, policy.value_net)))
     if policy.q_net is not None:
         groups.append(("q", linears(policy.q_net)))
     for prefix, layers in groups:
         for i, layer in enumerate(layers):
             layer.weight.copy_(weights[f"{prefix}.{2 * i}.weight"])
             layer.bias.copy_(weights[f"{prefix}.{2 * i}.bias"])
-    policy.log_std.copy_(native["log_std"])
+    log_std = native["log_std"]
+    if offline:  # the offline policies clamp their log-std; SB3's uses the parameter as it is
+        log_std = log_std.clamp(cfg.offline.log_std_min, cfg.offline.log_std_max)
+    policy.log_std.copy_(log_std)
     if policy.gate is not None:
         policy.gate.weight.copy_(native["gate.weight"])
         policy.gate.bias.copy_(native["gate.bias"])
-    if cfg.ppo.norm_obs:
+    if cfg.offline.normalize_obs if offline else cfg.ppo.norm_obs:
         for extractor in {policy.pi_features_extractor, policy.vf_features_extractor}:
             for key in ("mean", "var", "count"):
                 getattr(extractor.norm, key).copy_(native[f"obs_norm.{key}"])
