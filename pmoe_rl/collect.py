@@ -4,7 +4,7 @@ Minari format under ``$MINARI_DATASETS_PATH`` as ``pmoe_rl/<env>/<kind>-v0`` (do
   random         uniform random actions
   medium         the run's checkpoint whose return is closest to 1/3 of the expert's (D4RL's early-stopped SAC)
   medium-replay  every transition the run collected up to that checkpoint (train with --record-transitions)
-  expert         the run's final checkpoint
+  expert         the run's final checkpoint (or --expert STEP)
   medium-expert  medium and expert concatenated
 
 Actions are the policy's samples (stochastic, as D4RL and Minari); terminations and time-outs are kept apart; each
@@ -41,6 +41,10 @@ from pmoe_rl.recording import read_episodes, recorded_steps
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 _STEP = re.compile(r"step_(\d+)$")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)  # progress of a long job, also when its output goes to a file
 
 
 def dataset_id(env_id: str, kind: str, namespace: str = "pmoe_rl") -> str:
@@ -127,6 +131,7 @@ def build_parser() -> Parser:
         metavar="STEP",
         help="the checkpoint step of medium and medium-replay (default: the one closest to --medium-fraction)",
     )
+    p.add_argument("--expert", type=int, metavar="STEP", help="the checkpoint step of expert (default: the final one)")
     p.add_argument("--medium-fraction", type=float, default=1 / 3, help="medium's return / expert's (default: 1/3)")
     p.add_argument("--select-episodes", type=int, default=10, help="episodes to evaluate each checkpoint (default 10)")
     p.add_argument("--namespace", default="pmoe_rl", help="dataset id namespace (default: pmoe_rl)")
@@ -150,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = run_checkpoints(run_dir)
     if not checkpoints:
         raise DatasetError(f"{run_dir} holds no checkpoints: pass a pmoe-rl run directory")
+    by_step = dict(checkpoints)
+    for name in ("expert", "medium"):
+        if getattr(args, name) is not None and getattr(args, name) not in by_step:
+            raise DatasetError(f"--{name} {getattr(args, name)}: no checkpoint at that step (have {sorted(by_step)})")
+    if args.expert is not None:  # later checkpoints are not candidates for medium either
+        checkpoints = [(step, path) for step, path in checkpoints if step <= args.expert]
     expert, meta = load_policy(checkpoints[-1][1])
     env_id = meta.meta["env_id"]
     ids = {kind: dataset_id(env_id, kind, args.namespace) for kind in kinds}
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{run_dir} recorded no transitions: medium-replay needs a run trained with --record-transitions"
         )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
-    final_step, by_step = checkpoints[-1][0], dict(checkpoints)
+    final_step = checkpoints[-1][0]
     env = make_env(env_id, seed=args.seed)
     try:
         # reference scores: uniform random actions and the expert (deterministic), ref_episodes each
@@ -172,17 +183,13 @@ def main(argv: list[str] | None = None) -> int:
 
         ref_min = float(np.mean(rollout_returns(env, uniform, args.ref_episodes, args.seed)))
         ref_max = evaluate_policy(expert, env, args.ref_episodes, args.seed).mean_return
-        print(
-            f"{env_id}: reference scores over {args.ref_episodes} episodes: random {ref_min:.1f}, expert {ref_max:.1f}"
-        )
+        say(f"{env_id}: reference scores over {args.ref_episodes} episodes: random {ref_min:.1f}, expert {ref_max:.1f}")
         medium_step = None
         if {"medium", "medium-replay", "medium-expert"} & set(kinds):
             medium_step = args.medium
             if medium_step is None:
                 target = ref_max * args.medium_fraction
                 medium_step = select_medium(checkpoints, env, target, args.select_episodes, args.seed)
-            elif medium_step not in by_step:
-                raise DatasetError(f"--medium {medium_step}: no checkpoint at that step (have {sorted(by_step)})")
         made: dict[str, list[EpisodeArrays]] = {}
 
         def sampled(part: str) -> list[EpisodeArrays]:  # medium or expert episodes, made once
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{kind} dataset of {env_id} from pmoe-rl run {run_dir.name} ({algo}): {how}", f"pmoe-rl {algo}",
             )  # fmt: skip
             n, mean = sum(len(ep) for ep in episodes), np.mean([ep.rewards.sum() for ep in episodes])
-            print(f"wrote {ids[kind]}: {n} transitions, {len(episodes)} episodes, mean return {mean:.1f} -> {path}")
+            say(f"wrote {ids[kind]}: {n} transitions, {len(episodes)} episodes, mean return {mean:.1f} -> {path}")
     finally:
         env.close()
     return 0
@@ -240,7 +247,7 @@ def select_medium(checkpoints, env, target: float, n_episodes: int, seed: int) -
     for step, path in checkpoints[:-1]:
         scores[step] = evaluate_policy(load_policy(path)[0], env, n_episodes, seed).mean_return
     best = min(scores, key=lambda s: abs(scores[s] - target))
-    print(f"medium: checkpoint at step {best}, return {scores[best]:.1f} (target {target:.1f})")
+    say(f"medium: checkpoint at step {best}, return {scores[best]:.1f} (target {target:.1f})")
     return best
 
 
