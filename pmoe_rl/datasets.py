@@ -194,6 +194,16 @@ def load_for_env(id_or_path: str, env_id: str) -> Transitions:
     return data
 
 
+def reference_scores(id_or_path: str) -> tuple[float, float] | None:
+    """A dataset's (ref_min_score, ref_max_score), or None when it has none or is no longer there."""
+    try:
+        meta = open_dataset(id_or_path).storage.metadata
+    except DatasetError:
+        return None
+    low, high = meta.get("ref_min_score"), meta.get("ref_max_score")
+    return None if low is None or high is None else (float(low), float(high))
+
+
 def dataset_env_id(id_or_path: str) -> str:
     """The environment a dataset was recorded on (for ``--env``'s default)."""
     ds = open_dataset(id_or_path)

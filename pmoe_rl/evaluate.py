@@ -16,6 +16,7 @@ from pmoe_rl import checkpoint
 from pmoe_rl.agents.build import load_policy
 from pmoe_rl.cli import Parser, configure_cpu, entry_point
 from pmoe_rl.config import from_dict
+from pmoe_rl.datasets import reference_scores
 from pmoe_rl.devices import resolve_device
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import ConfigError, EnvError
@@ -110,8 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         f"mean length {sum(result.lengths) / len(result.lengths):.1f}"
     )
     print("expert usage: " + ", ".join(f"{k}: {u:.1%}" for k, u in enumerate(result.expert_usage)))
+    out = result.to_json()
+    scores = reference_scores(cfg.dataset) if cfg.dataset and env_id == ckpt.meta["env_id"] else None
+    if scores is not None:  # an offline run: D4RL's normalised score from its dataset's references
+        out["normalized_score"] = 100 * (result.mean_return - scores[0]) / (scores[1] - scores[0])
+        print(f"normalized score: {out['normalized_score']:.1f} (dataset {cfg.dataset}: random {scores[0]:.1f}, "
+              f"expert {scores[1]:.1f})")  # fmt: skip
     if args.json:
-        checkpoint.write_text_atomic(Path(args.json), json.dumps(result.to_json(), indent=1))
+        checkpoint.write_text_atomic(Path(args.json), json.dumps(out, indent=1))
         print(f"wrote {args.json}")
     if args.video:
         print(f"videos in {args.video}")

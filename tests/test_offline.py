@@ -235,7 +235,9 @@ def test_a_dataset_written_by_other_code_trains_and_evaluates(pendulum, datasets
     assert cli_main(train.main, args) == 0
     out = capsys.readouterr().out
     assert "normalized_score" in out and (run / "checkpoints" / "latest").is_file()
-    assert cli_main(evaluate.main, [str(run), "--episodes", "1"]) == 0
+    assert cli_main(evaluate.main, [str(run), "--episodes", "1", "--json", str(tmp_path / "eval.json")]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["normalized_score"] == pytest.approx(100 * (result["mean_return"] + 1500) / 1350)
     # the extracted policy in stable-baselines3 acts as the native one
     from pmoe_rl import load_policy
     from pmoe_rl.sb3 import from_checkpoint

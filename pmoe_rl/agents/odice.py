@@ -7,7 +7,8 @@
           g_f = grad lambda E f*(delta_f),  g_b = grad lambda eta E f*(delta_b)   (one flat vector over all of V)
           orthogonal: g = grad (1 - lambda) E V(s) + g_f + (g_b - c g_f),  c = <g_f, g_b> / max(|g_f|^2, 1e-10)
           true:       the gradient of L through both V(s) and V(s');  semi: through V(s) only (Vbar(s'))
-  policy: max E[w log pi(a|s)],  w = min(w_f(delta_f), max_weight) averaged over the twin heads, delta_f detached;
+  policy: max E[w log pi(a|s)],  w = min(w_f(delta_f), max_weight) averaged over the twin heads, delta_f detached
+          (with the true gradient, the residual through V(s') instead of Vbar(s'));
           chi-square: w = max(delta, 0); reverse KL: w = exp(delta - 1)
   target: Vbar <- (1 - tau) Vbar + tau V every step.
 
@@ -60,7 +61,8 @@ class ODICE(OfflineAgent):
         self.v_opt = adam(self.v_params, device, lr=o.value_lr)
 
     def value_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of V (``odice.update``); returns (the value loss, delta_f detached for the policy weights)."""
+        """One step of V (``odice.update``); returns (the value loss, the residual of the policy weights, detached:
+        delta_f, or with the true gradient r + gamma V(s') - V(s), as the official code)."""
         o, off = self.cfg.odice, self.cfg.offline
         lam, f = o.lam, o.f
         discount = off.gamma * (1.0 - batch.terminated)
@@ -74,8 +76,8 @@ class ODICE(OfflineAgent):
             self.v_opt.zero_grad(set_to_none=True)
             loss.backward()
         elif o.update == "true":
-            delta = batch.rewards + discount * self.v(batch.next_obs) - v
-            loss = base + lam * f_star(delta, f).mean()
+            delta_f = batch.rewards + discount * self.v(batch.next_obs) - v  # the policy weighs this residual too
+            loss = base + lam * f_star(delta_f, f).mean()
             self.v_opt.zero_grad(set_to_none=True)
             loss.backward()
         else:

@@ -1,0 +1,77 @@
+"""Summarise offline runs: the last evaluation's normalised score per dataset and method (mean +- std over seeds),
+as a Markdown table, and optionally a figure of the normalised score against gradient steps.
+
+Run directories are grouped by their config (dataset, algorithm, O-DICE update, policy); seeds are pooled.
+
+    python scripts/offline_table.py runs/offline/*/ --figure docs/offline_hopper.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+def method(cfg: dict) -> str:
+    algo = cfg["algo"]
+    name = {"odice": f"O-DICE ({cfg['odice']['update']})", "iql": "IQL", "bc": "BC"}[algo]
+    if algo == "odice" and cfg["odice"]["update"] == "orthogonal":
+        name = "O-DICE"
+    return name + (f", {cfg['policy']} K={cfg['experts']}" if cfg["policy"] != "gaussian" else "")
+
+
+def curve(run: Path) -> tuple[list[int], list[float]]:
+    with open(run / "progress.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("eval/normalized_score")]
+    return [int(r["time/total_timesteps"]) for r in rows], [float(r["eval/normalized_score"]) for r in rows]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--figure", type=Path, help="write the curves (mean over seeds) to this PNG")
+    args = p.parse_args()
+    groups: dict[tuple[str, str], list[Path]] = collections.defaultdict(list)
+    for run in args.runs:
+        if (run / "config.yaml").is_file() and (run / "progress.csv").is_file():
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            groups[(Path(cfg["dataset"]).name, method(cfg))].append(run)
+    datasets = sorted({d for d, _ in groups})
+    methods = list(dict.fromkeys(m for _, m in sorted(groups, key=lambda g: g[1])))
+    print("| method | " + " | ".join(datasets) + " |")
+    print("|---|" + "---|" * len(datasets))
+    for m in methods:
+        cells = []
+        for d in datasets:
+            last = [curve(r)[1][-1] for r in groups.get((d, m), []) if curve(r)[1]]
+            cells.append(f"{np.mean(last):.1f} ± {np.std(last):.1f} (n={len(last)})" if last else "")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+        for ax, d in zip(axes[0], datasets):
+            for m in methods:
+                curves = [curve(r) for r in groups.get((d, m), [])]
+                curves = [c for c in curves if c[1]]
+                if curves:
+                    n = min(len(c[1]) for c in curves)
+                    ax.plot(curves[0][0][:n], np.mean([c[1][:n] for c in curves], axis=0), marker="o", label=m)
+            ax.set(title=d, xlabel="gradient steps", ylabel="normalised score")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.figure, dpi=110)
+        print(f"wrote {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
