@@ -162,20 +162,30 @@ def test_odice_value_gradients_by_hand(pendulum, update):
 # --- datasets ----------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def collected_once(tmp_path_factory):
+    """A short PPO run with recorded transitions, and every dataset ``collect`` makes from it (once per module)."""
+    root = tmp_path_factory.mktemp("collected")
+    run, datasets = root / "run", root / "datasets"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(datasets))
+        args = ["--env", "Hopper-v5", "--algo", "ppo", "--steps", "1024", "--set", "ppo.n_steps=256",
+                "--checkpoint-every", "512", "--eval-every", "0", "--record-transitions", "--run-dir", str(run),
+                "--no-progress"]  # fmt: skip
+        assert cli_main(train.main, args) == 0
+        args = [str(run), "--steps", "300", "--ref-episodes", "2", "--select-episodes", "1", "--no-progress"]
+        assert cli_main(collect.main, args) == 0
+    return run, datasets
+
+
 @pytest.fixture
-def collected(datasets, tmp_path):
-    """A short PPO run with recorded transitions, and every dataset ``collect`` makes from it."""
-    run = tmp_path / "run"
-    args = ["--env", "Hopper-v5", "--algo", "ppo", "--steps", "1024", "--set", "ppo.n_steps=256",
-            "--checkpoint-every", "512", "--eval-every", "0", "--record-transitions", "--run-dir", str(run),
-            "--no-progress"]  # fmt: skip
-    assert cli_main(train.main, args) == 0
-    args = [str(run), "--steps", "300", "--ref-episodes", "2", "--select-episodes", "1", "--no-progress"]
-    assert cli_main(collect.main, args) == 0
+def collected(collected_once, monkeypatch):
+    run, datasets = collected_once
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(datasets))
     return run
 
 
-def test_collect_writes_every_kind_and_loading_gives_back_every_transition(collected, datasets):
+def test_collect_writes_every_kind_and_loading_gives_back_every_transition(collected):
     import minari
 
     for kind in collect.KINDS:
@@ -210,7 +220,7 @@ def test_collect_writes_every_kind_and_loading_gives_back_every_transition(colle
     np.testing.assert_array_equal(both.obs[:300], medium.obs)
 
 
-def test_a_collected_dataset_opens_with_minari_in_a_fresh_process_without_network(collected, datasets):
+def test_a_collected_dataset_opens_with_minari_in_a_fresh_process_without_network(collected):
     code = "import minari; ds = minari.load_dataset('pmoe_rl/Hopper-v5/expert-v0'); print(ds.total_steps)"
     env = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
