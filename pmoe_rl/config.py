@@ -226,6 +226,12 @@ class ODICEConfig(Section):
     """gradient of the value loss: orthogonal (O-DICE), true (both directions) or semi (target V(s') only)"""
     layer_norm: bool = True
     """LayerNorm after each hidden layer of V"""
+
+    @field_validator("update", mode="before")
+    @classmethod
+    def _true_is_a_name(cls, value: Any) -> Any:
+        return "true" if value is True else value  # --set odice.update=true reads as YAML's boolean
+
     twin_v: bool = True
     """two V heads: both trained, the minimum as the target"""
     value_lr: PositiveFloat = 2e-4

@@ -281,6 +281,14 @@ def test_every_bad_dataset_gets_its_error(case, fragment, pendulum, capsys):
     assert err.startswith("error: ") and fragment in err and len(err.strip().splitlines()) == 1
 
 
+def test_odice_update_true_can_be_set_from_the_command_line():
+    from pmoe_rl.config import set_value
+
+    assert set_value(Config(), "odice.update=true").odice.update == "true"
+    with pytest.raises(Exception, match="odice.update: should be 'orthogonal', 'true' or 'semi'"):
+        set_value(Config(), "odice.update=false")
+
+
 def test_a_normalised_score_needs_reference_scores(datasets):
     write_other_dataset("bad/noref-v0", random_episodes("Pendulum-v1", 1), "Pendulum-v1")
     data = load_transitions("bad/noref-v0")
