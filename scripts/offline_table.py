@@ -1,7 +1,8 @@
 """Summarise offline runs: the last evaluation's normalised score per dataset and method (mean +- std over seeds),
 as a Markdown table, and optionally a figure of the normalised score against gradient steps.
 
-Run directories are grouped by their config (dataset, algorithm, O-DICE update, policy); seeds are pooled.
+Finished run directories are grouped by their config (dataset, algorithm, O-DICE update, policy); seeds are
+pooled.
 
     python scripts/offline_table.py runs/offline/*/ --figure docs/offline_hopper.png
 """
@@ -40,7 +41,9 @@ def main() -> None:
     for run in args.runs:
         if (run / "config.yaml").is_file() and (run / "progress.csv").is_file():
             cfg = yaml.safe_load((run / "config.yaml").read_text())
-            groups[(Path(cfg["dataset"]).name, method(cfg))].append(run)
+            steps = curve(run)[0]
+            if steps and steps[-1] >= cfg["steps"]:  # finished runs only
+                groups[(Path(cfg["dataset"]).name, method(cfg))].append(run)
     datasets = sorted({d for d, _ in groups})
     methods = list(dict.fromkeys(m for _, m in sorted(groups, key=lambda g: g[1])))
     print("| method | " + " | ".join(datasets) + " |")
