@@ -67,10 +67,11 @@ def main() -> None:
                 curves = [c for c in curves if c[1]]
                 if curves:
                     n = min(len(c[1]) for c in curves)
-                    ax.plot(curves[0][0][:n], np.mean([c[1][:n] for c in curves], axis=0), marker="o", label=m)
+                    mean = np.mean([c[1][:n] for c in curves], axis=0)
+                    ax.plot(curves[0][0][:n], mean, marker="o", label=m, color=f"C{methods.index(m)}")
             ax.set(title=d, xlabel="gradient steps", ylabel="normalised score")
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
+            ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(args.figure, dpi=110)
         print(f"wrote {args.figure}")
