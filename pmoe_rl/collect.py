@@ -33,7 +33,7 @@ from tqdm import tqdm
 from pmoe_rl import checkpoint
 from pmoe_rl.agents.build import load_policy
 from pmoe_rl.cli import Parser, configure_cpu, entry_point
-from pmoe_rl.datasets import DatasetError, EpisodeArrays, dataset_dir, write_dataset
+from pmoe_rl.datasets import DatasetError, EpisodeArrays, dataset_dir, to_native, write_dataset
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import ConfigError
 from pmoe_rl.evaluation import evaluate_policy
@@ -56,12 +56,6 @@ def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     directory = run_dir / "checkpoints"
     found = ((_STEP.match(p.name), p) for p in directory.iterdir()) if directory.is_dir() else ()
     return sorted((int(m.group(1)), p) for m, p in found if m and (p / checkpoint.META_FILE).is_file())
-
-
-def to_native(actions: np.ndarray, space) -> np.ndarray:
-    """Actions from the policy's [-1, 1] box to the env's own bounds (what Minari datasets store)."""
-    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
-    return (low + (actions.astype(np.float64) + 1.0) * (high - low) / 2.0).astype(space.dtype)
 
 
 def rollout(env, act, steps: int, seed: int, label: str, progress: bool) -> list[EpisodeArrays]:
@@ -96,6 +90,20 @@ def rollout(env, act, steps: int, seed: int, label: str, progress: bool) -> list
         )
     bar.close()
     return episodes
+
+
+class UniformPolicy:
+    """Uniform random actions in [-1, 1] behind the policies' ``act`` (one "expert"), so that the random dataset and
+    its reference score go through the same loops as the checkpoints."""
+
+    n_experts = 1
+
+    def __init__(self, act_dim: int):
+        self.act_dim = act_dim
+
+    def act(self, obs, deterministic: bool = False, generator=None):
+        action = torch.rand(obs.shape[0], self.act_dim, generator=generator) * 2.0 - 1.0
+        return action, torch.zeros(obs.shape[0], dtype=torch.long)
 
 
 def policy_actor(policy, seed: int):
@@ -176,12 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     env = make_env(env_id, seed=args.seed)
     try:
         # reference scores: uniform random actions and the expert (deterministic), ref_episodes each
-        rng = np.random.default_rng(args.seed)
-
-        def uniform(_obs):
-            return rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
-
-        ref_min = float(np.mean(rollout_returns(env, uniform, args.ref_episodes, args.seed)))
+        uniform = UniformPolicy(env.action_space.shape[0])
+        ref_min = evaluate_policy(uniform, env, args.ref_episodes, args.seed).mean_return
         ref_max = evaluate_policy(expert, env, args.ref_episodes, args.seed).mean_return
         say(f"{env_id}: reference scores over {args.ref_episodes} episodes: random {ref_min:.1f}, expert {ref_max:.1f}")
         medium_step = None
@@ -200,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for kind in kinds:
             if kind == "random":
-                episodes, how = rollout(env, uniform, args.steps, args.seed, kind, show), "uniform random actions"
+                episodes = rollout(env, policy_actor(uniform, args.seed), args.steps, args.seed, kind, show)
+                how = "uniform random actions"
             elif kind in ("medium", "expert"):
                 step = medium_step if kind == "medium" else final_step
                 episodes, how = sampled(kind), f"sampled actions of the checkpoint at step {step}"
@@ -223,20 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         env.close()
     return 0
-
-
-def rollout_returns(env, act, n_episodes: int, seed: int) -> list[float]:
-    """Returns of ``n_episodes`` complete episodes of ``act``."""
-    returns = []
-    for i in range(n_episodes):
-        obs, _ = env.reset(seed=seed + 10_000 + i)
-        ret, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            ret += float(reward)
-            done = terminated or truncated
-        returns.append(ret)
-    return returns
 
 
 def select_medium(checkpoints, env, target: float, n_episodes: int, seed: int) -> int:

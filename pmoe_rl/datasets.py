@@ -63,13 +63,30 @@ class Transitions:
         return len(self.rewards)
 
     def normalized_score(self, returns):
-        """100 (return - ref_min) / (ref_max - ref_min), D4RL's normalised score."""
+        """D4RL's normalised score of ``returns`` with this dataset's reference scores."""
         if self.ref_min_score is None or self.ref_max_score is None:
             raise DatasetError(
                 f"dataset {self.dataset_id} has no reference scores (ref_min_score/ref_max_score in its metadata), "
                 "so no normalised score can be computed; make it with python -m pmoe_rl.collect or add them"
             )
-        return 100.0 * (np.asarray(returns) - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
+        return normalized_score(returns, self.ref_min_score, self.ref_max_score)
+
+
+def normalized_score(returns, ref_min: float, ref_max: float):
+    """100 (return - ref_min) / (ref_max - ref_min): 0 is the random reference, 100 the expert."""
+    return 100.0 * (np.asarray(returns) - ref_min) / (ref_max - ref_min)
+
+
+def to_native(actions: np.ndarray, space) -> np.ndarray:
+    """Actions from the policies' [-1, 1] box to the Box ``space``'s bounds (what Minari datasets store)."""
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    return (low + (np.asarray(actions, np.float64) + 1.0) * (high - low) / 2.0).astype(space.dtype)
+
+
+def to_policy(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_native`: actions in [``low``, ``high``] to [-1, 1], float32."""
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    return (2.0 * (np.asarray(actions, np.float64) - low) / (high - low) - 1.0).astype(np.float32)
 
 
 def datasets_root() -> Path:
@@ -114,17 +131,20 @@ def load_transitions(id_or_path: str, action_low=None, action_high=None) -> Tran
     """Every transition of a local Minari dataset; actions mapped from [``action_low``, ``action_high``] (the
     env's bounds; default: the dataset's action space) to [-1, 1]. Refuses empty datasets, non-Box spaces and
     non-finite values."""
+    return _transitions(open_dataset(id_or_path), action_low, action_high)
+
+
+def _transitions(ds, action_low, action_high) -> Transitions:
     from gymnasium import spaces
 
-    ds = open_dataset(id_or_path)
     name = ds.id
     if not isinstance(ds.action_space, spaces.Box) or not isinstance(ds.observation_space, spaces.Box):
         raise DatasetError(
             f"dataset {name} has {ds.observation_space} observations and {ds.action_space} actions; "
             "pmoe-rl's offline agents need flat Box observations and Box actions"
         )
-    low = np.asarray(ds.action_space.low if action_low is None else action_low, dtype=np.float64)
-    high = np.asarray(ds.action_space.high if action_high is None else action_high, dtype=np.float64)
+    low = ds.action_space.low if action_low is None else action_low
+    high = ds.action_space.high if action_high is None else action_high
     parts: dict[str, list] = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "terminated", "timeouts")}
     returns, ends, total = [], [], 0
     for ep in ds.iterate_episodes():
@@ -136,8 +156,7 @@ def load_transitions(id_or_path: str, action_low=None, action_high=None) -> Tran
             raise DatasetError(f"dataset {name}: episode {ep.id} has {obs.shape[0]} observations for {n} steps")
         parts["obs"].append(obs[:-1])
         parts["next_obs"].append(obs[1:])
-        actions = np.asarray(ep.actions, dtype=np.float64).reshape(n, -1)
-        parts["actions"].append((2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32))
+        parts["actions"].append(to_policy(np.reshape(ep.actions, (n, -1)), low, high))
         parts["rewards"].append(np.asarray(ep.rewards, dtype=np.float32))
         parts["terminated"].append(np.asarray(ep.terminations, dtype=np.float32))
         parts["timeouts"].append(np.asarray(ep.truncations, dtype=np.float32))
@@ -189,7 +208,7 @@ def load_for_env(id_or_path: str, env_id: str) -> Transitions:
             raise DatasetError(
                 f"dataset {name} has {what}s of shape {getattr(theirs, 'shape', theirs)}, {env_id} has {mine.shape}"
             )
-    data = load_transitions(id_or_path, act_space.low, act_space.high)
+    data = _transitions(ds, act_space.low, act_space.high)
     _cache.update(key=key, data=data)
     return data
 

@@ -16,7 +16,7 @@ from pmoe_rl import checkpoint
 from pmoe_rl.agents.build import load_policy
 from pmoe_rl.cli import Parser, configure_cpu, entry_point
 from pmoe_rl.config import from_dict
-from pmoe_rl.datasets import reference_scores
+from pmoe_rl.datasets import normalized_score, reference_scores
 from pmoe_rl.devices import resolve_device
 from pmoe_rl.envs import make_env
 from pmoe_rl.errors import ConfigError, EnvError
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     out = result.to_json()
     scores = reference_scores(cfg.dataset) if cfg.dataset and env_id == ckpt.meta["env_id"] else None
     if scores is not None:  # an offline run: D4RL's normalised score from its dataset's references
-        out["normalized_score"] = 100 * (result.mean_return - scores[0]) / (scores[1] - scores[0])
+        out["normalized_score"] = float(normalized_score(result.mean_return, *scores))
         print(f"normalized score: {out['normalized_score']:.1f} (dataset {cfg.dataset}: random {scores[0]:.1f}, "
               f"expert {scores[1]:.1f})")  # fmt: skip
     if args.json:

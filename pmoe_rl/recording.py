@@ -36,15 +36,18 @@ class TransitionLog:
     def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
         """One step of one env (1-D obs) or of every env of a vector env (a leading env axis)."""
         obs = np.asarray(obs, dtype=np.float32)
-        batched = obs.ndim == 2
-        n = obs.shape[0] if batched else 1
-        values = (np.arange(n), obs, actions, rewards, next_obs, terminated, truncated)
-        part = {k: np.asarray(v, dtype=np.float32).reshape(n, -1) for k, v in zip(FIELDS, values)}
-        part.update(env=values[0], rewards=part["rewards"][:, 0])
-        part.update(
-            terminated=np.asarray(terminated, dtype=bool).reshape(n), truncated=np.asarray(truncated, bool).reshape(n)
+        n = obs.shape[0] if obs.ndim == 2 else 1
+        self.parts.append(
+            {
+                "env": np.arange(n),
+                "obs": obs.reshape(n, -1),
+                "actions": np.asarray(actions, np.float32).reshape(n, -1),
+                "rewards": np.asarray(rewards, np.float32).reshape(n),
+                "next_obs": np.asarray(next_obs, np.float32).reshape(n, -1),
+                "terminated": np.asarray(terminated, bool).reshape(n),
+                "truncated": np.asarray(truncated, bool).reshape(n),
+            }
         )
-        self.parts.append(part)
 
     def flush(self, step: int) -> None:
         """Write what was collected since the last flush as ``upto_<step>.npz``."""

@@ -31,15 +31,12 @@ CONTESTANTS = {
 
 
 def make_random_dataset(steps: int) -> str:
-    import numpy as np
-
-    from pmoe_rl.collect import rollout
+    from pmoe_rl.collect import UniformPolicy, policy_actor, rollout
     from pmoe_rl.datasets import write_dataset
     from pmoe_rl.envs import make_env
 
     env = make_env("Hopper-v5", seed=0)
-    rng = np.random.default_rng(0)
-    episodes = rollout(env, lambda _: rng.uniform(-1, 1, 3).astype(np.float32), steps, 0, "random", False)
+    episodes = rollout(env, policy_actor(UniformPolicy(3), 0), steps, 0, "random", False)
     env.close()
     write_dataset("bench/Hopper-v5/random-v0", episodes, "Hopper-v5", None, None, "benchmark data", "uniform")
     return "bench/Hopper-v5/random-v0"

@@ -339,6 +339,15 @@ def test_imitation_keeps_the_first_episodes_with_zero_rewards(pendulum):
         agent(OfflineAgent, pendulum, offline={"imitation": True, "imitation_episodes": 4})
 
 
+def test_normalize_obs_uses_the_dataset_statistics_in_the_buffer_and_the_policy(pendulum):
+    a = agent(OfflineAgent, pendulum, offline={"normalize_obs": True})
+    stored = a.buffer.transitions().obs
+    torch.testing.assert_close(stored.mean(0), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(stored.std(0), torch.ones(3), atol=1e-3, rtol=0)
+    raw = torch.from_numpy(load_transitions(pendulum).obs)
+    torch.testing.assert_close(a.policy.obs_norm(raw), stored)  # acting sees raw observations the same way
+
+
 def test_record_transitions_match_the_sac_replay_buffer(tmp_path):
     from conftest import SMALL
 

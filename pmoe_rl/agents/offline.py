@@ -22,6 +22,7 @@ from pmoe_rl.config import Config
 from pmoe_rl.datasets import DatasetError, Transitions, load_for_env
 from pmoe_rl.logger import RunLogger
 from pmoe_rl.nets import adam
+from pmoe_rl.normalization import rms_from_state
 
 
 def imitation_subset(data: Transitions, n_episodes: int) -> dict[str, np.ndarray]:
@@ -82,14 +83,12 @@ class OfflineAgent(Agent):
         arrays = prepare(cfg, data)
         self.policy = build_policy(cfg, obs_dim, act_dim).to(device)
         if cfg.offline.normalize_obs:  # the dataset's statistics, frozen in the policy (saved with it)
-            obs_norm = self.policy.obs_norm
-            with torch.no_grad():
-                obs_norm.mean.copy_(torch.from_numpy(arrays["obs"].mean(0, dtype=np.float64)))
-                obs_norm.var.copy_(torch.from_numpy(arrays["obs"].var(0, dtype=np.float64)))
-                obs_norm.count.fill_(len(arrays["obs"]))
-            obs_norm.refresh()
-            for key in ("obs", "next_obs"):
-                arrays[key] = obs_norm(torch.from_numpy(arrays[key]).to(obs_norm.shift.device)).cpu().numpy()
+            obs = arrays["obs"]
+            stats = rms_from_state({"mean": obs.mean(0, dtype=np.float64), "var": obs.var(0, dtype=np.float64),
+                                    "count": len(obs)})  # fmt: skip
+            self.policy.obs_norm.load_stats(stats)
+            for key in ("obs", "next_obs"):  # the buffer holds what the networks see
+                arrays[key] = self.policy.obs_norm.numpy(arrays[key], stats)
         self.buffer = ReplayBuffer(len(arrays["rewards"]), obs_dim, act_dim, device)
         self.buffer.fill(**arrays)
         section = getattr(cfg, self.section)

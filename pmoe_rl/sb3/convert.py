@@ -174,6 +174,4 @@ def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -
         policy.gate.bias.copy_(native["gate.bias"])
     if cfg.offline.normalize_obs if offline else cfg.ppo.norm_obs:
         for extractor in {policy.pi_features_extractor, policy.vf_features_extractor}:
-            for key in ("mean", "var", "count"):
-                getattr(extractor.norm, key).copy_(native[f"obs_norm.{key}"])
-            extractor.norm.refresh()
+            extractor.norm.load_state_dict(checkpoint.submodule(native, "obs_norm"))
