@@ -120,6 +120,18 @@ class SACConfig(Section):
     samples (diverged on MultiGoal-v0)"""
     score_baseline: options.ScoreBaseline = options.SCORE_BASELINE
     """estimator score: baseline of the score-function term, sum_k w_k f(a_k) (experts), the batch mean, or none"""
+    actor_update: options.ActorUpdate = "gradient"
+    """actor step: one Adam step on the estimator's loss (gradient), or target-based surrogate optimisation (sso,
+    docs/sso.md): one critic gradient with respect to the policy's outputs, then sso_inner_steps cheap steps"""
+    sso_inner_steps: PositiveInt = 10
+    """actor_update=sso: inner steps m on the surrogate per update (m=1 with sso_inner=adam is the gradient step)"""
+    sso_eta: PositiveFloat = 0.1
+    """actor_update=sso: target-space step size eta (per state; the policy's means, log-stds and log gate weights)"""
+    sso_eta_schedule: options.EtaSchedule = "constant"
+    """actor_update=sso: eta constant or eta / sqrt(t + 1) at update t"""
+    sso_inner: options.SSOInner = "adam"
+    """actor_update=sso: inner solver, Adam at actor_lr (its state kept; no host read), Armijo line search (starts at
+    step 1, one host read per trial) or SGD at actor_lr"""
 
 
 class PPOConfig(Section):
@@ -271,13 +283,49 @@ class BCConfig(Section):
     """hidden sizes of the policy (ReLU)"""
 
 
+class ImitationConfig(Section):
+    """Online imitation learning from an expert checkpoint (python -m pmoe_rl.imitate, docs/sso.md): rounds of
+    samples_per_round environment steps, every state labelled with the expert's mean action, one update per round on
+    that round's states only; settings of the SSO paper's MuJoCo experiments."""
+
+    expert: str = ""
+    """the expert: a pmoe-rl run directory or checkpoint (any algorithm; it acts with its deterministic action)"""
+    beta: Probability = 0.0
+    """probability that the expert acts at a step (1: behaviour cloning on the expert's states; 0: DAgger-style,
+    the learner's sampled actions); the first round is the expert's"""
+    samples_per_round: PositiveInt = 1000
+    """environment steps (and expert labels) per round"""
+    optimizer: options.ImitationOptimizer = "sso"
+    """the update per round: sso (one target gradient, inner_steps surrogate steps), adam or sgd (inner_steps plain
+    steps on the round's loss: 1 is the paper's online baselines, m the fair baseline)"""
+    inner_steps: PositiveInt = 10
+    """steps per round: SSO's inner steps m, or adam/sgd steps on the round's batch"""
+    lr: PositiveFloat = 1e-3
+    """learning rate of adam and sgd, and of SSO's inner Adam (sso_inner=adam)"""
+    eta: PositiveFloat = 0.5
+    """SSO: target-space step size per state (0.5 = 1/L of the squared loss: the official code's eta_code=1 lands the
+    target step on the expert's labels)"""
+    eta_schedule: options.EtaSchedule = "constant"
+    """SSO: eta constant or eta / sqrt(t + 1) at round t"""
+    sso_inner: options.SSOInner = "armijo"
+    """SSO: inner solver, Armijo line search (official; starts at step 1 each round), adam or sgd at lr"""
+    loss: options.ImitationLoss = "squared"
+    """per-state loss on the learner's pre-tanh mean mu: ||mu - a*||^2 (paper) or ||tanh(mu) - a*||^2 (squashed: the
+    action the learner takes)"""
+    learner: options.Learner = "mlp"
+    """the learner, a tanh-Gaussian policy: an MLP (hidden, ReLU) or linear in the observation"""
+    hidden: Sizes = [256, 256]
+    """learner=mlp: hidden sizes (the paper's: 2048, 2048)"""
+
+
 class Config(Section):
     """A training run. The top-level fields are the CLI's named flags; the sections are set with --set or YAML."""
 
     env: str = ""
     """gymnasium id, e.g. Hopper-v5, HalfCheetah-v5, InvertedPendulum-v5, pmoe_rl/MultiGoal-v0 (required)"""
     algo: options.Algo = "sac"
-    """algorithm: online sac, ppo; offline (on --dataset) odice, iql, bc"""
+    """algorithm: online sac, ppo; offline (on --dataset) odice, iql, bc; imitate (online imitation of
+    imitation.expert, python -m pmoe_rl.imitate)"""
     dataset: str = ""
     """offline algorithms: a local Minari dataset, by id (under MINARI_DATASETS_PATH) or directory; --env defaults
     to the dataset's"""
@@ -328,6 +376,7 @@ class Config(Section):
     odice: ODICEConfig = Field(default_factory=ODICEConfig)
     iql: IQLConfig = Field(default_factory=IQLConfig)
     bc: BCConfig = Field(default_factory=BCConfig)
+    imitation: ImitationConfig = Field(default_factory=ImitationConfig)
 
     @field_validator("estimator")
     @classmethod
@@ -341,7 +390,7 @@ class Config(Section):
     @property
     def resolved_policy(self) -> str:
         """``policy``, or its default for the algorithm."""
-        return self.policy or ("gaussian" if self.algo in options.OFFLINE_ALGOS else "pmoe")
+        return self.policy or ("gaussian" if self.algo in (*options.OFFLINE_ALGOS, "imitate") else "pmoe")
 
     @property
     def n_experts(self) -> int:
@@ -423,16 +472,20 @@ def apply_dict(cfg: Config, values: dict) -> Config:
         raise config_error(exc) from None
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value read as YAML (``[64,64]`` a list, ``true`` a boolean); text that is not YAML stays text."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
 def set_value(cfg: Config, assignment: str) -> Config:
     """``cfg`` with one ``--set key=value`` override; the value is parsed as YAML (``sac.batch_size=512``)."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects KEY=VALUE (for example sac.batch_size=512), got '{assignment}'")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    nested: Any = value
+    nested: Any = parse_value(raw)
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}
     return apply_dict(cfg, nested)
@@ -472,6 +525,8 @@ def validate(cfg: Config) -> Config:
     """Check the combinations of options, resolve the number of experts in place, and return ``cfg``.
 
     Each field's own type and range were checked when it was set."""
+    if cfg.algo == "imitate" and not cfg.imitation.expert:
+        raise ConfigError("--algo imitate learns from an expert: pass --expert RUN_DIR (imitation.expert)")
     if not cfg.env:
         raise ConfigError("no environment given: pass --env ENV_ID (for example --env Hopper-v5)")
     cfg.policy = cfg.resolved_policy
@@ -486,6 +541,11 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"--record-transitions records an online run's collection, not --algo {cfg.algo}'s")
     elif cfg.dataset:
         raise ConfigError(f"--dataset is for the offline algorithms (odice, iql, bc), not --algo {cfg.algo}")
+    if cfg.algo == "imitate":
+        if cfg.policy != "gaussian":
+            raise ConfigError(f"--algo imitate trains a gaussian learner, not --policy {cfg.policy}")
+        if cfg.record_transitions:
+            raise ConfigError("--record-transitions records SAC and PPO runs, not --algo imitate")
     if cfg.estimator != "pmoe" and (cfg.algo != "sac" or cfg.policy != "pmoe"):
         raise ConfigError(f"--estimator {cfg.estimator} trains a mixture policy with SAC (--algo sac --policy pmoe)")
     if cfg.policy in ("moe", "mcp") and cfg.algo != "sac":
@@ -496,13 +556,16 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"--policy gaussian has one expert; got --experts {cfg.n_experts} (use --policy pmoe)")
     if cfg.net.log_std_min >= cfg.net.log_std_max:
         raise ConfigError("net.log_std_min must be smaller than net.log_std_max")
-    if cfg.algo == "sac" and cfg.num_envs != 1:
-        raise ConfigError(f"SAC collects with one environment; --num-envs {cfg.num_envs} is for --algo ppo")
+    if cfg.algo != "ppo" and cfg.num_envs != 1:
+        name = "SAC" if cfg.algo == "sac" else f"--algo {cfg.algo}"
+        raise ConfigError(f"{name} collects with one environment; --num-envs {cfg.num_envs} is for --algo ppo")
     if cfg.algo == "ppo" and cfg.ppo.batch_size > cfg.ppo.n_steps * cfg.num_envs:
         raise ConfigError(
             f"ppo.batch_size {cfg.ppo.batch_size} is larger than a rollout of ppo.n_steps x num_envs = "
             f"{cfg.ppo.n_steps * cfg.num_envs} transitions"
         )
+    if cfg.algo == "sac" and cfg.sac.actor_update == "sso" and cfg.compile != "off":
+        raise ConfigError("sac.actor_update=sso runs eagerly; use it without --compile")
     parse_device(cfg.device)
     cfg.experts = cfg.n_experts
     return cfg

@@ -41,15 +41,17 @@ def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
 
 
 def squashed_sample(
-    mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None
+    mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reparameterised u = mean + sigma * eps and log pi(tanh(u)), summed over the last dim.
+    """Reparameterised u = mean + sigma * eps and log pi(tanh(u)), summed over the last dim (``eps`` drawn here
+    unless given).
 
     The Gaussian term is written with eps, -eps^2/2 - log sigma - log sqrt(2 pi): the same function of
     (mean, log_std) as ``normal_log_prob(u, mean, log_std)`` for this sample, so values and gradients
     agree, with fewer operations.
     """
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    if eps is None:
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     u = mean + log_std.exp() * eps
     logp = (-0.5 * eps.pow(2) - log_std).sum(-1) - mean.shape[-1] * _HALF_LOG_2PI - tanh_log_det(u)
     return u, logp
@@ -127,9 +129,12 @@ class SquashedMixture(GaussianMixture):
     u ~ N(mu_k, sigma_k). Densities here are of the squashed action and take the pre-squash u; the inherited
     ``sample`` and ``expert_log_probs`` work on u itself (no tanh)."""
 
-    def rsample_with_log_prob(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each expert's reparameterised sample u_k (B, K, A) and its own log pi_k(tanh(u_k)|s) (B, K)."""
-        return squashed_sample(self.mean, self.log_std, generator)
+    def rsample_with_log_prob(
+        self, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each expert's reparameterised sample u_k (B, K, A) and its own log pi_k(tanh(u_k)|s) (B, K); with
+        ``eps`` (B, K, A) given, u_k = mu_k + sigma_k eps_k for that noise."""
+        return squashed_sample(self.mean, self.log_std, generator, eps)
 
     def expert_sample(
         self, k: torch.Tensor, generator: torch.Generator | None = None

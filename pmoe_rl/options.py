@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-Algo = Literal["sac", "ppo", "odice", "iql", "bc"]
+Algo = Literal["sac", "ppo", "odice", "iql", "bc", "imitate"]
 OFFLINE_ALGOS = ("odice", "iql", "bc")  # trained on a dataset, not on environment steps
+ImitationOptimizer = Literal["sso", "adam", "sgd"]
+ImitationLoss = Literal["squared", "squashed"]
+Learner = Literal["mlp", "linear"]
 PolicyKind = Literal["pmoe", "gaussian", "moe", "mcp"]
 GateInput = Literal["detached_latent", "obs"]
 EvalExpert = Literal["argmax", "sample"]
@@ -25,6 +28,9 @@ Activation = Literal["tanh", "relu"]
 VecEnvMode = Literal["sync", "async"]
 FDivergence = Literal["chi2", "kl"]  # O-DICE's f: Pearson chi-square or reverse KL
 ValueUpdate = Literal["orthogonal", "true", "semi"]  # O-DICE's gradient of the value loss
+ActorUpdate = Literal["gradient", "sso"]  # SAC's actor step: one optimiser step, or target-based surrogate steps
+SSOInner = Literal["adam", "armijo", "sgd"]  # the inner solver of pmoe_rl.sso
+EtaSchedule = Literal["constant", "sqrt"]  # SSO's target-space step size: constant or eta / sqrt(t + 1)
 # torch.compile of the update: off, or a torch.compile mode ("reduce-overhead" adds CUDA graphs on CUDA).
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 

@@ -76,9 +76,9 @@ class SSO(torch.optim.Optimizer):
             ``armijo`` stops early).
 
     Counters (plain ints, read them freely): ``expensive_evals`` (target gradients), ``cheap_evals`` (target
-    evaluations z(theta)), ``inner_steps_taken``, ``outer_steps``, ``line_search_trials``. ``step`` returns tensors (no host read):
-    ``loss`` (l(z_t), when ``loss`` was given), ``surrogate`` (g_t after the last inner step, 0 at theta_t),
-    ``eta`` and, for ``armijo``, ``step_size`` (the last accepted one).
+    evaluations z(theta)), ``inner_steps_taken``, ``outer_steps``, ``line_search_trials``. ``step`` returns
+    tensors (no host read): ``loss`` (l(z_t), when ``loss`` was given), ``surrogate`` (g_t after the last inner
+    step, 0 at theta_t), ``eta`` and, for ``armijo``, ``step_size`` (the last accepted one).
 
     Host reads: ``sgd`` and ``adam`` make none; ``armijo`` makes one per line-search trial (the acceptance test).
     """

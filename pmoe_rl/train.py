@@ -21,6 +21,7 @@ import yaml
 
 from pmoe_rl import checkpoint
 from pmoe_rl.agents import AGENTS
+from pmoe_rl.agents.imitation import load_expert
 from pmoe_rl.agents.runner import RunContext, train
 from pmoe_rl.cli import Parser, configure_cpu, entry_point
 from pmoe_rl.config import (
@@ -29,6 +30,7 @@ from pmoe_rl.config import (
     from_dict,
     is_section,
     load_yaml,
+    parse_value,
     resumable,
     set_value,
     to_dict,
@@ -78,29 +80,34 @@ def _hyperparameter_help() -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> Parser:
-    """The CLI: one flag per top-level config field (generated from the fields), the run-level flags, and the
-    sections' options in the epilog."""
-    p = Parser(
-        prog="python -m pmoe_rl.train",
-        description="Train a mixture-of-experts (PMOE) or Gaussian policy "
-        "on a gymnasium task with continuous actions. Writes the resolved config, logs (stdout, CSV, "
-        "TensorBoard, JSON) and checkpoints to a run directory.",
-        epilog=_hyperparameter_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser(
+    prog: str = "python -m pmoe_rl.train",
+    description: str = "Train a mixture-of-experts (PMOE) or Gaussian policy on a gymnasium task with continuous "
+    "actions. Writes the resolved config, logs (stdout, CSV, TensorBoard, JSON) and checkpoints to a run directory.",
+    section: str | None = None,
+    exclude: tuple[str, ...] = (),
+) -> Parser:
+    """The CLI: one flag per top-level config field (generated from the fields; those in ``exclude`` left out), one
+    per field of ``section`` if given (``--beta`` for ``imitation.beta``), the run-level flags, and the sections'
+    options in the epilog."""
+    p = Parser(prog=prog, description=description, epilog=_hyperparameter_help(),
+               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     defaults = Config()
-    for name, field in Config.model_fields.items():
-        if is_section(field.annotation):
-            continue
+    fields = [(name, name, field, getattr(defaults, name)) for name, field in Config.model_fields.items()
+              if not is_section(field.annotation) and name not in exclude]  # fmt: skip
+    if section is not None:
+        model, values = Config.model_fields[section].annotation, getattr(defaults, section)
+        fields += [(name, f"{section}.{name}", field, getattr(values, name))
+                   for name, field in model.model_fields.items()]  # fmt: skip
+    for name, dest, field, default in fields:
         # values are validated (and converted from text) by the config, like every other source
         const = (field.json_schema_extra or {}).get("flag_const")  # the value of the flag given alone
         p.add_argument(
             f"--{name.replace('_', '-')}",
-            dest=name,
+            dest=dest,
             default=argparse.SUPPRESS,
             metavar=name.upper(),
-            help=_describe(name, field, getattr(defaults, name)),
+            help=_describe(name, field, default),
             **({"nargs": "?", "const": const} if const is not None else {}),
         )
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config values (see configs/)")
@@ -128,11 +135,23 @@ def build_parser() -> Parser:
 
 
 def _flag_values(args) -> dict:
-    return {name: getattr(args, name) for name in Config.model_fields if hasattr(args, name)}
+    """The options given as flags, nested (a section's flag ``imitation.beta`` under ``imitation``)."""
+    values: dict = {}
+    for dest, value in vars(args).items():
+        name, _, sub = dest.partition(".")
+        if name not in Config.model_fields:
+            continue
+        if sub:  # read as YAML, like --set (lists)
+            values.setdefault(name, {})[sub] = parse_value(value)
+        else:
+            values[name] = value
+    return values
 
 
-def resolve_config(args) -> Config:
-    cfg = Config()
+def resolve_config(args, base: dict | None = None) -> Config:
+    """The config of a new run: the defaults, ``base`` (a command's own defaults), the YAML file, the flags, then the
+    ``--set`` overrides; an offline run's env defaults to its dataset's, an imitation run's to its expert's."""
+    cfg = apply_dict(Config(), base or {})
     if args.config:
         cfg = apply_dict(cfg, load_yaml(args.config))
     cfg = apply_dict(cfg, _flag_values(args))
@@ -140,7 +159,20 @@ def resolve_config(args) -> Config:
         cfg = set_value(cfg, assignment)
     if cfg.dataset and not cfg.env:
         cfg.env = dataset_env_id(cfg.dataset)
+    if cfg.algo == "imitate" and cfg.imitation.expert:
+        cfg.imitation.expert = str(Path(cfg.imitation.expert).resolve())  # the run can be resumed from elsewhere
+        if not cfg.env:
+            cfg.env = checkpoint.load(cfg.imitation.expert).meta["env_id"]
     return validate(cfg)
+
+
+def check_inputs(cfg: Config) -> None:
+    """Refuse an unusable env, dataset or expert before anything is written."""
+    make_env(cfg.env).close()
+    if cfg.dataset:
+        load_for_env(cfg.dataset, cfg.env)
+    if cfg.algo == "imitate":
+        load_expert(cfg.imitation.expert, cfg.env, "cpu")
 
 
 def _resume_config(args) -> tuple[Config, Path]:
@@ -166,6 +198,8 @@ def _prepare_run_dir(args, cfg: Config) -> Path:
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         what = cfg.policy if cfg.estimator == "pmoe" else f"{cfg.policy}-{cfg.estimator}"
+        if cfg.algo == "imitate":
+            what = cfg.imitation.optimizer
         run_dir = Path("runs") / f"{cfg.env.replace('/', '-')}_{cfg.algo}_{what}_s{cfg.seed}_{stamp}"
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not args.overwrite:
@@ -181,10 +215,24 @@ def _prepare_run_dir(args, cfg: Config) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args, base: dict | None = None, steps_per_unit: str | None = None) -> int:
+    """Start or resume the run that the parsed ``args`` describe (``base``: the command's own defaults, see
+    :func:`resolve_config`). ``steps_per_unit`` names an option that ``args.rounds`` multiplies into ``steps``
+    (``imitation.samples_per_round`` for ``python -m pmoe_rl.imitate``)."""
     resume = None
+
+    def in_units(cfg: Config) -> Config:
+        if getattr(args, "rounds", None) is not None:
+            section, name = steps_per_unit.split(".")
+            cfg.steps = args.rounds * getattr(getattr(cfg, section), name)
+        return cfg
+
     if args.resume:
         cfg, run_dir = _resume_config(args)
+        cfg = in_units(cfg)
         check_env_id(cfg.env)
         if cfg.dataset:
             load_for_env(cfg.dataset, cfg.env)
@@ -194,10 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {run_dir} is already at step {resume.step} >= --steps {cfg.steps}; nothing to do")
             return 0
     else:
-        cfg = resolve_config(args)
-        make_env(cfg.env).close()  # an unusable env or dataset is refused before anything is written
-        if cfg.dataset:
-            load_for_env(cfg.dataset, cfg.env)
+        cfg = in_units(resolve_config(args, base))
+        check_inputs(cfg)
         device, why = resolve_device(cfg.device, cfg.algo)
         run_dir = _prepare_run_dir(args, cfg)
     configure_cpu(cfg.threads)

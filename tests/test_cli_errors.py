@@ -43,7 +43,10 @@ def trained_run(tmp_path_factory):
     "args, fragments",
     [
         (["--env", "HalfCheetah-v55"], ["unknown environment 'HalfCheetah-v55'", "HalfCheetah-v5"]),
-        (["--env", "Hopper-v5", "--algo", "dqn"], ["algo: should be 'sac', 'ppo', 'odice', 'iql' or 'bc' (got 'dqn')"]),
+        (
+            ["--env", "Hopper-v5", "--algo", "dqn"],
+            ["algo: should be 'sac', 'ppo', 'odice', 'iql', 'bc' or 'imitate' (got 'dqn')"],
+        ),
         (
             ["--env", "Hopper-v5", "--policy", "gmm"],
             ["policy: should be 'pmoe', 'gaussian', 'moe' or 'mcp' (got 'gmm')"],

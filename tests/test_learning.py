@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from pmoe_rl import train
+from pmoe_rl import imitate, train
 from pmoe_rl.errors import cli_main
 
 
@@ -54,6 +54,20 @@ def test_sac_learns_inverted_pendulum(policy, tmp_path):
     best_step, best = best_evaluation(tmp_path / policy, ["--policy", policy], 20000, 500, 900)
     assert best >= 900, f"{policy} SAC reached only {best} in 20k steps"
     assert best_step <= 20000
+    if policy == "gaussian":  # the trained run is an expert to imitate (saves training another one)
+        learner_imitates_expert(tmp_path / policy, best, tmp_path / "imitation")
+
+
+def learner_imitates_expert(expert, expert_return: float, run_dir) -> None:
+    """Online imitation with the defaults (SSO, m = 10, DAgger-style beta = 0, an MLP learner): within 10 rounds
+    of 500 steps the learner's deterministic return reaches 90% of the expert's (same evaluation protocol)."""
+    args = ["--expert", str(expert), "--rounds", "10", "--samples-per-round", "500", "--eval-episodes", "5",
+            "--seed", "0", "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+    assert cli_main(imitate.main, args) == 0
+    with open(run_dir / "progress.csv") as f:
+        returns = [float(r["eval/mean_reward"]) for r in csv.DictReader(f)]
+    print(f"imitation: expert {expert_return}, learner {returns}")
+    assert max(returns) >= 0.9 * expert_return, returns
 
 
 @pytest.mark.slow

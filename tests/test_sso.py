@@ -159,7 +159,7 @@ def test_full_batch_armijo_never_increases_the_objective_and_more_inner_steps_he
         opt = SSO(model.parameters(), eta=0.5, inner_steps=m)
         values = [float(loss(model(x)).detach())]
         for _ in range(5):
-            opt.step(lambda: model(x), loss=loss)
+            opt.step(lambda m=model: m(x), loss=loss)
             values.append(float(loss(model(x)).detach()))
         assert all(b <= a + 1e-12 for a, b in zip(values, values[1:])), values
         after[m] = values[1]

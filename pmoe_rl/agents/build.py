@@ -26,6 +26,10 @@ def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | Com
             log_std_max=net.log_std_max,
             gate_input=net.gate_input,
         )
+    if cfg.algo == "imitate":  # a tanh-Gaussian learner, linear or an MLP
+        im = cfg.imitation
+        hidden = [] if im.learner == "linear" else im.hidden
+        return MixturePolicy(obs_dim, act_dim, 1, hidden, net.log_std_min, net.log_std_max, eval_expert=net.eval_expert)
     if cfg.algo in options.OFFLINE_ALGOS:  # the O-DICE code's Gaussian (a mixture with --policy pmoe)
         off = cfg.offline
         return PPOPolicy(

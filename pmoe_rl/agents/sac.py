@@ -9,7 +9,10 @@ The update, per minibatch (order: temperature, critic, then actor against the up
                    (PMOE: expert k*'s own log pi_{k*}(a_{k*}|s))
   4. critic step:  y = r_scale r + (1 - terminated) gamma [ min Qbar(s', a') - alpha log pi_{k'}(a'|s') ],
                    k' ~ Cat(w(s')), a' = expert k''s sample, so a' is an exact mixture sample
-  5. actor step:   the estimator's loss (``estimators.PMOE``: best-expert SAC loss + MSE gate loss)
+  5. actor step:   the estimator's loss (``estimators.PMOE``: best-expert SAC loss + MSE gate loss); with
+                   ``sac.actor_update=sso`` the loss's gradient with respect to the policy's outputs (means,
+                   log-stds, log gate weights; the noise fixed) is taken once, then ``sso_inner_steps`` cheap
+                   steps on the target-based surrogate (:mod:`pmoe_rl.sso`, docs/sso.md)
   6. Polyak update of the target critics.
 
 k* is chosen with the critic before its step (as in the official code); the actor's gradient uses the
@@ -30,8 +33,9 @@ from pmoe_rl.config import Config
 from pmoe_rl.envs import make_env
 from pmoe_rl.estimators import ActorBatch, make_estimator, next_action
 from pmoe_rl.logger import RunLogger
-from pmoe_rl.mixture import best_expert, expert_separation
+from pmoe_rl.mixture import SquashedMixture, best_expert, expert_separation
 from pmoe_rl.nets import TwinQ, adam
+from pmoe_rl.sso import SSO
 
 
 class SAC(Agent):
@@ -47,7 +51,11 @@ class SAC(Agent):
         init = sac.init_alpha if self.learn_alpha else max(float(sac.ent_coef), 1e-30)
         self.log_alpha = torch.tensor(float(np.log(init)), device=device, requires_grad=self.learn_alpha)
         self.target_entropy = float(-act_dim if sac.target_entropy == "auto" else sac.target_entropy)
-        self.actor_opt = adam(self.policy.parameters(), device, self.capturable, lr=sac.actor_lr)
+        if sac.actor_update == "sso":
+            self.actor_opt = SSO(self.policy.parameters(), sac.sso_eta, sac.sso_inner_steps, sac.sso_eta_schedule,
+                                 sac.sso_inner, 1.0 if sac.sso_inner == "armijo" else sac.actor_lr)  # fmt: skip
+        else:
+            self.actor_opt = adam(self.policy.parameters(), device, self.capturable, lr=sac.actor_lr)
         self.critic_opt = adam(self.critic.parameters(), device, self.capturable, lr=sac.critic_lr)
         self.alpha_opt = adam([self.log_alpha], device, self.capturable, lr=sac.alpha_lr) if self.learn_alpha else None
         self._gradient_step = self.compiled(self.gradient_step)
@@ -90,7 +98,8 @@ class SAC(Agent):
         obs = batch.obs
         # 1-2: every expert's reparameterised action, and the best expert under the current critic if needed
         dist = self.policy(obs)
-        u, logp = dist.rsample_with_log_prob()  # (B, K, A), (B, K)
+        eps = torch.randn(dist.mean.shape, device=obs.device, dtype=obs.dtype)
+        u, logp = dist.rsample_with_log_prob(eps=eps)  # (B, K, A), (B, K)
         k_star = (
             best_expert(torch.tanh(u.detach()), lambda a: self.q_min(obs, a)) if estimator.needs_best_expert else None
         )
@@ -116,10 +125,13 @@ class SAC(Agent):
         self.critic_opt.step()
 
         # 5: actor (and gate) against the updated critic
-        out = estimator(actor_batch, self.q_min, alpha)
-        self.actor_opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        self.actor_opt.step()
+        if isinstance(self.actor_opt, SSO):
+            out = self.sso_actor_step(actor_batch, eps, alpha)
+        else:
+            out = estimator(actor_batch, self.q_min, alpha)
+            self.actor_opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            self.actor_opt.step()
 
         if not with_metrics:
             return {}
@@ -132,6 +144,27 @@ class SAC(Agent):
             metrics["gate_entropy"] = dist.gate_entropy()
             metrics["expert_separation"] = expert_separation(dist.mean.detach(), dist.log_std.detach())
         return metrics
+
+    def sso_actor_step(self, batch: ActorBatch, eps: torch.Tensor, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Step 5 by target-based surrogate optimisation: the targets are the policy's outputs on the batch's
+        states, z = (mu, log sigma, log w); the expensive oracle is the estimator's loss as a function of z (the
+        noise ``eps`` and the best expert fixed; one critic backward to the actions); then m cheap policy-only steps
+        on <G, z(theta) - z_t> + 1/(2 eta) mean_s ||z(theta) - z_t||^2. For PMOE, G is zero but for the best
+        expert's mean and log-std and the gate."""
+        obs, out = batch.obs, {}
+
+        def targets():
+            dist = self.policy(obs)
+            return dist.mean, dist.log_std, dist.log_w
+
+        def loss(mean, log_std, log_w):
+            dist = SquashedMixture(mean, log_std, log_w)
+            u, logp = dist.rsample_with_log_prob(eps=eps)
+            out.update(self.estimator(ActorBatch(obs, dist, u, logp, batch.k_star), self.q_min, alpha))
+            return out["loss"]
+
+        stats = self.actor_opt.step(targets, loss)
+        return {**out, "sso_surrogate": stats["surrogate"]}
 
     # --- what the run skeleton saves -----------------------------------------------------------------------
     def modules(self) -> dict:

@@ -22,7 +22,7 @@ from pmoe_rl.sb3.policies import MixtureActorCriticPolicy, ObsNormalizerExtracto
 def from_checkpoint(path: str | Path, env=None, device: str | torch.device = "cpu", **kwargs) -> BaseAlgorithm:
     """The SB3 model equivalent to a native checkpoint: ``PMOESAC`` for SAC runs, ``PMOEPPO`` for PMOE-PPO
     runs, stock ``PPO`` with :class:`MixtureActorCriticPolicy` for Gaussian (or gate-loss-free) PPO runs and for
-    the policy an offline run (O-DICE, IQL, BC) extracted.
+    the policy an offline run (O-DICE, IQL, BC) extracted, ``PMOESAC`` (one expert) for an imitation run's learner.
 
     The weights are copied exactly, so the model's ``predict(obs, deterministic=True)`` gives the native
     policy's actions (for runs with ``net.eval_expert=sample``, with the same torch seed). The hyperparameters
@@ -53,7 +53,7 @@ def from_checkpoint(path: str | Path, env=None, device: str | torch.device = "cp
             f"action space is {space}: pass env=None or wrap the env in "
             "gymnasium.wrappers.RescaleAction(env, -1, 1)"
         )
-    build = {"sac": _sac, "ppo": _ppo}.get(ckpt.meta["algo"], _offline)
+    build = {"sac": _sac, "ppo": _ppo, "imitate": _imitation}.get(ckpt.meta["algo"], _offline)
     model = build(cfg, env, device, kwargs)
     try:
         _load(model, ckpt.weights, cfg)
@@ -86,6 +86,16 @@ def _sac(cfg: Config, env, device, overrides: dict) -> PMOESAC:
                                                                           "log_std_max")})  # fmt: skip
     args.update(overrides)
     return PMOESAC("MlpPolicy", env, **args)
+
+
+def _imitation(cfg: Config, env, device, overrides: dict) -> PMOESAC:
+    """An imitation run's learner (a tanh-Gaussian, like a SAC policy) as ``PMOESAC`` with one expert, for
+    ``predict`` (its critics are SB3's initial ones: imitation trains none)."""
+    im, net = cfg.imitation, cfg.net
+    hidden = [] if im.learner == "linear" else im.hidden
+    policy_kwargs = dict(net_arch=dict(pi=hidden, qf=[256, 256]), n_experts=1, eval_expert=net.eval_expert,
+                         log_std_min=net.log_std_min, log_std_max=net.log_std_max)  # fmt: skip
+    return PMOESAC("MlpPolicy", env, seed=cfg.seed, device=device, policy_kwargs=policy_kwargs, **overrides)
 
 
 def _ppo(cfg: Config, env, device, overrides: dict) -> PPO:
@@ -139,6 +149,8 @@ def _load(model: BaseAlgorithm, weights: dict[str, torch.Tensor], cfg: Config) -
     policy = model.policy
     if isinstance(model, PMOESAC):
         policy.actor.mixture.load_state_dict(checkpoint.submodule(weights, "policy"))
+        if cfg.algo == "imitate":  # the learner only
+            return
         for name, critic in (("critic", policy.critic), ("critic_target", policy.critic_target)):
             # pmoe_rl.nets.TwinQ: stacked (n, in, out) weights and (n, 1, out) biases
             w = checkpoint.submodule(weights, name)
