@@ -293,6 +293,9 @@ class ImitationConfig(Section):
     beta: Probability = 0.0
     """probability that the expert acts at a step (1: behaviour cloning on the expert's states; 0: DAgger-style,
     the learner's sampled actions); the first round is the expert's"""
+    learner_action: options.LearnerAction = "sample"
+    """how the learner acts when the expert does not: a sampled action (paper; the loss trains only the mean, so the
+    spread stays the initial one, std 1 before the tanh) or its deterministic mean action"""
     samples_per_round: PositiveInt = 1000
     """environment steps (and expert labels) per round"""
     optimizer: options.ImitationOptimizer = "sso"
@@ -307,8 +310,10 @@ class ImitationConfig(Section):
     target step on the expert's labels)"""
     eta_schedule: options.EtaSchedule = "constant"
     """SSO: eta constant or eta / sqrt(t + 1) at round t"""
-    sso_inner: options.SSOInner = "armijo"
-    """SSO: inner solver, Armijo line search (official; starts at step 1 each round), adam or sgd at lr"""
+    sso_inner: options.SSOInner = "adam"
+    """SSO: inner solver, Adam at lr (its state kept; the official SSO_SLS and AdaOGD variants' inner solver), Armijo
+    line search (the official SSO_OGD's; starts at step 1 each round; it fits an MLP learner more slowly,
+    BENCHMARKS.md) or SGD at lr"""
     loss: options.ImitationLoss = "squared"
     """per-state loss on the learner's pre-tanh mean mu: ||mu - a*||^2 (paper) or ||tanh(mu) - a*||^2 (squashed: the
     action the learner takes)"""

@@ -14,6 +14,7 @@ OFFLINE_ALGOS = ("odice", "iql", "bc")  # trained on a dataset, not on environme
 ImitationOptimizer = Literal["sso", "adam", "sgd"]
 ImitationLoss = Literal["squared", "squashed"]
 Learner = Literal["mlp", "linear"]
+LearnerAction = Literal["sample", "mean"]
 PolicyKind = Literal["pmoe", "gaussian", "moe", "mcp"]
 GateInput = Literal["detached_latent", "obs"]
 EvalExpert = Literal["argmax", "sample"]

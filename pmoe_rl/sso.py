@@ -101,8 +101,8 @@ class SSO(torch.optim.Optimizer):
     ):
         if eta <= 0 or lr <= 0:
             raise ValueError(f"eta and lr must be positive, got eta={eta}, lr={lr}")
-        if inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
+        if inner_steps < 1 or max_backtracks < 1:
+            raise ValueError(f"inner_steps and max_backtracks must be at least 1, got {inner_steps}, {max_backtracks}")
         for name, value, allowed in (
             ("eta_schedule", eta_schedule, ("constant", "sqrt")),
             ("inner", inner, ("armijo", "sgd", "adam")),

@@ -66,11 +66,12 @@ def test_rounds_are_logged_evaluated_saved_and_resumed(expert, tmp_path):
     assert state["counts"]["expensive_evals"] == 3 and state["counts"]["outer_steps"] == 3
 
 
-@pytest.mark.parametrize("optimizer, inner", [("sso", "adam"), ("adam", "adam"), ("sgd", "adam")])
+@pytest.mark.parametrize("optimizer, inner", [("sso", "armijo"), ("adam", "adam"), ("sgd", "adam")])
 def test_optimizers_and_learners(expert, tmp_path, optimizer, inner):
     run_dir = tmp_path / optimizer
     args = ["--expert", expert, "--rounds", "1", "--run-dir", run_dir, "--optimizer", optimizer, "--sso-inner", inner,
-            "--inner-steps", "3", "--learner", "linear", "--loss", "squashed", "--lr", "0.01", *ROUND]  # fmt: skip
+            "--inner-steps", "3", "--learner", "linear", "--loss", "squashed", "--lr", "0.01",
+            "--learner-action", "mean", *ROUND]  # fmt: skip
     assert cli_main(imitate.main, [str(a) for a in args]) == 0
     policy, ckpt = load_policy(run_dir)
     assert ckpt.meta["algo"] == "imitate" and not list(policy.trunk.parameters())  # linear in the observation

@@ -2,7 +2,8 @@
 docs/sso.md). One ``iterate`` is one round of the SSO paper's MuJoCo experiments:
 
   1. collect ``samples_per_round`` environment steps; at each, the expert acts with probability beta (its
-     deterministic action), else the learner (a sampled action); the first round is the expert's;
+     deterministic action), else the learner (a sampled action, or its mean with ``learner_action=mean``); the
+     first round is the expert's;
   2. label every visited state s_i with the expert's mean action a*_i (one batched expert query per round);
   3. update the learner on this round's states only: the target-space loss
          l(z) = mean_i ||z_i - a*_i||^2,  z_i = mu(s_i) the learner's pre-tanh mean    (``loss=squared``, paper)
@@ -109,7 +110,8 @@ class Imitation(Agent):
 
     def iterate(self, step: int, stats: EpisodeStats, log: RunLogger, with_metrics: bool) -> dict[str, torch.Tensor]:
         """One round: collect, label, update. The learner's actions are sampled; the expert's deterministic."""
-        n, beta = self.cfg.imitation.samples_per_round, self.cfg.imitation.beta
+        im = self.cfg.imitation
+        n, beta, mean_action = im.samples_per_round, im.beta, im.learner_action == "mean"
         if self.obs is None:
             self.obs = self.env.reset()[0]
         states = np.empty((n, self.obs_dim), dtype=np.float32)
@@ -117,7 +119,7 @@ class Imitation(Agent):
         for i in range(n):
             states[i] = self.obs
             policy = self.expert if expert_acted[i] else self.policy
-            action = self._act(policy, self.obs, deterministic=bool(expert_acted[i]))
+            action = self._act(policy, self.obs, deterministic=bool(expert_acted[i]) or mean_action)
             self.obs, _, terminated, truncated, info = self.env.step(action)
             if terminated or truncated:
                 stats.add(info["episode"]["r"], info["episode"]["l"])
