@@ -314,9 +314,9 @@ class ImitationConfig(Section):
     """SSO: inner solver, Adam at lr (its state kept; the official SSO_SLS and AdaOGD variants' inner solver), Armijo
     line search (the official SSO_OGD's; starts at step 1 each round; it fits an MLP learner more slowly,
     BENCHMARKS.md) or SGD at lr"""
-    loss: options.ImitationLoss = "squared"
-    """per-state loss on the learner's pre-tanh mean mu: ||mu - a*||^2 (paper) or ||tanh(mu) - a*||^2 (squashed: the
-    action the learner takes)"""
+    loss: options.ImitationLoss = "squashed"
+    """per-state loss on the learner's pre-tanh mean mu: ||tanh(mu) - a*||^2 (squashed: the action the learner takes)
+    or ||mu - a*||^2 (squared, the paper's: the learner then acts tanh(a*), at most 0.76 in each dimension)"""
     learner: options.Learner = "mlp"
     """the learner, a tanh-Gaussian policy: an MLP (hidden, ReLU) or linear in the observation"""
     hidden: Sizes = [256, 256]
