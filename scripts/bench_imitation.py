@@ -3,7 +3,8 @@ expert, then the expert queries each needs to reach 90% of the expert's return, 
 
 A variant is ``OPTIMIZER-mM``: ``sso-m10`` is SSO with 10 inner steps per round, ``adam-m1`` one Adam step per round
 (the paper's online baseline), ``adam-m10`` ten Adam steps on the same round's batch (the fair baseline). Runs
-are ordinary run directories under ``--out/runs``; a finished one is not trained again. Writes ``results.csv`` (one
+are ordinary run directories under ``--out/runs``; a finished one is not trained again (one with fewer rounds than
+``--rounds`` is resumed and extended). Writes ``results.csv`` (one
 row per run), ``summary.md`` (per variant over seeds) and ``curves.png`` (return and loss on fresh states against
 expert queries; mean over seeds, min-max band).
 
@@ -32,14 +33,20 @@ def variant_flags(variant: str) -> list[str]:
 
 
 def train(variant: str, seed: int, args) -> Path:
+    """Train a run, or continue a finished one with fewer rounds (``imitate --resume``: a larger ``--rounds``
+    extends the grid's runs instead of repeating them)."""
     run_dir = Path(args.out) / "runs" / f"{variant}_s{seed}"
     if (run_dir / "checkpoints" / "latest").exists():
-        return run_dir
-    cmd = [sys.executable, "-m", "pmoe_rl.imitate", "--expert", args.expert, "--rounds", str(args.rounds),
-           "--samples-per-round", str(args.samples_per_round), "--eval-episodes", str(args.eval_episodes),
-           "--seed", str(seed), "--threads", "1", "--run-dir", str(run_dir), "--overwrite", "--no-progress",
-           *variant_flags(variant), *args.extra]  # fmt: skip
-    with open(Path(args.out) / "runs" / f"{variant}_s{seed}.log", "w") as log:
+        if len(read(run_dir)["queries"]) >= args.rounds:
+            return run_dir
+        cmd = [sys.executable, "-m", "pmoe_rl.imitate", "--resume", str(run_dir), "--rounds", str(args.rounds),
+               "--threads", "1", "--no-progress"]  # fmt: skip
+    else:
+        cmd = [sys.executable, "-m", "pmoe_rl.imitate", "--expert", args.expert, "--rounds", str(args.rounds),
+               "--samples-per-round", str(args.samples_per_round), "--eval-episodes", str(args.eval_episodes),
+               "--seed", str(seed), "--threads", "1", "--run-dir", str(run_dir), "--overwrite", "--no-progress",
+               *variant_flags(variant), *args.extra]  # fmt: skip
+    with open(Path(args.out) / "runs" / f"{variant}_s{seed}.log", "a") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
     return run_dir
 

@@ -59,15 +59,18 @@ def test_sac_learns_inverted_pendulum(policy, tmp_path):
 
 
 def learner_imitates_expert(expert, expert_return: float, run_dir) -> None:
-    """Online imitation with the defaults (SSO, m = 10, DAgger-style beta = 0, an MLP learner): within 10 rounds
-    of 500 steps the learner's deterministic return reaches 90% of the expert's (same evaluation protocol)."""
-    args = ["--expert", str(expert), "--rounds", "10", "--samples-per-round", "500", "--eval-episodes", "5",
-            "--seed", "0", "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+    """Online imitation, SSO with m = 100 inner steps (the other options the defaults: DAgger-style beta = 0, an MLP
+    learner): within 10 rounds of 500 steps the learner's deterministic return reaches 90% of the expert's (same
+    evaluation protocol; on this machine it took 8 rounds)."""
+    target = 0.9 * expert_return
+    args = ["--expert", str(expert), "--rounds", "10", "--samples-per-round", "500", "--inner-steps", "100",
+            "--eval-episodes", "5", "--stop-at-reward", str(target), "--seed", "0", "--threads", "1",
+            "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
     assert cli_main(imitate.main, args) == 0
     with open(run_dir / "progress.csv") as f:
         returns = [float(r["eval/mean_reward"]) for r in csv.DictReader(f)]
     print(f"imitation: expert {expert_return}, learner {returns}")
-    assert max(returns) >= 0.9 * expert_return, returns
+    assert max(returns) >= target, returns
 
 
 @pytest.mark.slow
