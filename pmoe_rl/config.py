@@ -327,7 +327,8 @@ class Config(Section):
     """A training run. The top-level fields are the CLI's named flags; the sections are set with --set or YAML."""
 
     env: str = ""
-    """gymnasium id, e.g. Hopper-v5, HalfCheetah-v5, InvertedPendulum-v5, pmoe_rl/MultiGoal-v0 (required)"""
+    """gymnasium id, e.g. Hopper-v5, HalfCheetah-v5, InvertedPendulum-v5, pmoe_rl/MultiGoal-v0 (required; offline runs
+    default to the dataset's, imitation to the expert's)"""
     algo: options.Algo = "sac"
     """algorithm: online sac, ppo; offline (on --dataset) odice, iql, bc; imitate (online imitation of
     imitation.expert, python -m pmoe_rl.imitate)"""
@@ -354,7 +355,7 @@ class Config(Section):
     threads: NonNegativeInt = Field(0, json_schema_extra={"resumable": True})
     """torch CPU threads; 0 = the measured default (BENCHMARKS.md)"""
     eval_every: NonNegativeInt = Field(10_000, json_schema_extra={"resumable": True})
-    """environment steps between evaluations; 0 = never"""
+    """environment steps between evaluations (imitation: 1 = after every round); 0 = never"""
     eval_episodes: PositiveInt = Field(10, json_schema_extra={"resumable": True})
     """episodes per evaluation"""
     checkpoint_every: NonNegativeInt = Field(50_000, json_schema_extra={"resumable": True})

@@ -20,6 +20,8 @@ from pmoe_rl.cli import entry_point
 
 DEFAULT_ROUNDS = 50  # the SSO paper's imitation sweep
 
+# evaluate and log after every round (one iteration advances samples_per_round steps)
+BASE = {"algo": "imitate", "eval_every": 1, "log_every": 1}
 # the run-level options that imitation does not use; its own are the imitation.* section's, as flags
 EXCLUDED = ("algo", "dataset", "policy", "estimator", "experts", "num_envs", "vec_env", "compile",
             "record_transitions", "steps")  # fmt: skip
@@ -34,6 +36,7 @@ def build_parser():
         "--inner-steps surrogate steps) or Adam / SGD. Evaluates the learner after every round.",
         section="imitation",
         exclude=EXCLUDED,
+        base=BASE,
     )
     p.add_argument("--rounds", type=int, metavar="R",
                    help=f"rounds to run: --steps is R x samples_per_round (default: {DEFAULT_ROUNDS}; when "
@@ -48,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds is None and not args.resume:
         args.rounds = DEFAULT_ROUNDS
-    # evaluate and log after every round (one iteration advances samples_per_round steps)
-    base = {"algo": "imitate", "eval_every": 1, "log_every": 1}
-    return train.run(args, base, steps_per_unit="imitation.samples_per_round")
+    return train.run(args, BASE, steps_per_unit="imitation.samples_per_round")
 
 
 _entry = entry_point(main)

@@ -86,13 +86,14 @@ def build_parser(
     "actions. Writes the resolved config, logs (stdout, CSV, TensorBoard, JSON) and checkpoints to a run directory.",
     section: str | None = None,
     exclude: tuple[str, ...] = (),
+    base: dict | None = None,
 ) -> Parser:
     """The CLI: one flag per top-level config field (generated from the fields; those in ``exclude`` left out), one
     per field of ``section`` if given (``--beta`` for ``imitation.beta``), the run-level flags, and the sections'
-    options in the epilog."""
+    options in the epilog. ``base``: the command's own defaults (shown in the help; :func:`run` applies them)."""
     p = Parser(prog=prog, description=description, epilog=_hyperparameter_help(),
                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    defaults = Config()
+    defaults = apply_dict(Config(), base or {})
     fields = [(name, name, field, getattr(defaults, name)) for name, field in Config.model_fields.items()
               if not is_section(field.annotation) and name not in exclude]  # fmt: skip
     if section is not None:

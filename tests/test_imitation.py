@@ -78,6 +78,17 @@ def test_optimizers_and_learners(expert, tmp_path, optimizer, inner):
     assert float(rows(run_dir)[0]["train/loss_after"]) < float(rows(run_dir)[0]["train/loss"])
 
 
+def test_help_lists_the_imitation_options_with_their_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        imitate.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    for text in ("--beta BETA", "--inner-steps INNER_STEPS", "--rounds R", "(choices: sso, adam, sgd; default: sso)",
+                 "0 = never (default: 1)"):  # fmt: skip
+        assert text in out, text
+    assert "--algo" not in out.split("hyperparameters")[0]  # imitation's own command has no --algo
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [
