@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import SMALL
 from test_cli_errors import assert_user_error, run
-from test_devices import count_host_reads
+from test_devices import META, count_host_reads
 
 from pmoe_rl import checkpoint, evaluate, imitate, train
 from pmoe_rl.agents.build import load_policy
@@ -148,3 +148,14 @@ def test_sac_sso_steps_use_one_critic_gradient_and_no_host_read():
     assert critic_calls == [False, True]
     assert agent.actor_opt.expensive_evals == 1 and agent.actor_opt.inner_steps_taken == 5
     assert "sso_surrogate" in metrics and sum(reads.values()) == 0
+
+
+def test_sac_sso_update_runs_on_the_meta_device():
+    """The SSO actor step stays on the training device (the meta device stands in for a GPU)."""
+    cfg = validate(Config(env="x", steps=1000))
+    cfg.sac.actor_update, cfg.sac.sso_inner_steps = "sso", 3
+    agent = SAC(cfg, 3, 2, META)
+    batch = Batch(*(torch.randn(8, *shape, device=META) for shape in ((3,), (2,), (), (3,))),
+                  torch.zeros(8, device=META))  # fmt: skip
+    metrics = agent.update(batch, with_metrics=True)
+    assert metrics["sso_surrogate"].device == META and metrics["actor_loss"].device == META
