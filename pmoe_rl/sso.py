@@ -66,8 +66,8 @@ class SSO(torch.optim.Optimizer):
         eta_schedule: ``constant`` or ``sqrt`` (eta_t = eta / sqrt(t + 1), t the outer step).
         inner: ``armijo`` (gradient descent with a backtracking line search on g_t, the official code's solver),
             ``sgd`` (fixed step ``lr``) or ``adam`` (fused ``torch.optim.Adam(lr)``, its state kept across outer steps).
-        lr: ``armijo``: the first step size tried at each outer step (reset, as the official code); ``sgd`` and
-            ``adam``: the learning rate.
+        lr: the learning rate of ``sgd`` and ``adam``.
+        init_step: ``armijo``: the first step size tried at each outer step (reset, as the official code).
         divergence: ``euclidean`` or ``kl_logits`` (every target a vector of logits).
         reduction: ``mean`` (the loss averages per-sample losses over the targets' first dimension) or ``sum``.
         c, beta, expand, max_backtracks: Armijo's sufficient-decrease constant, backtracking factor, the growth
@@ -90,7 +90,8 @@ class SSO(torch.optim.Optimizer):
         inner_steps: int = 10,
         eta_schedule: EtaSchedule = "constant",
         inner: InnerSolver = "armijo",
-        lr: float = 1.0,
+        lr: float = 1e-3,
+        init_step: float = 1.0,
         divergence: Divergence = "euclidean",
         reduction: Literal["mean", "sum"] = "mean",
         c: float = 0.1,
@@ -99,8 +100,8 @@ class SSO(torch.optim.Optimizer):
         max_backtracks: int = 100,
         tol: float = 1e-6,
     ):
-        if eta <= 0 or lr <= 0:
-            raise ValueError(f"eta and lr must be positive, got eta={eta}, lr={lr}")
+        if min(eta, lr, init_step) <= 0:
+            raise ValueError(f"eta, lr and init_step must be positive, got {eta}, {lr}, {init_step}")
         if inner_steps < 1 or max_backtracks < 1:
             raise ValueError(f"inner_steps and max_backtracks must be at least 1, got {inner_steps}, {max_backtracks}")
         for name, value, allowed in (
@@ -112,7 +113,7 @@ class SSO(torch.optim.Optimizer):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         defaults = dict(eta=eta, inner_steps=inner_steps, eta_schedule=eta_schedule, inner=inner, lr=lr,
-                        divergence=divergence, reduction=reduction, c=c, beta=beta, expand=expand,
+                        init_step=init_step, divergence=divergence, reduction=reduction, c=c, beta=beta, expand=expand,
                         max_backtracks=max_backtracks, tol=tol)  # fmt: skip
         super().__init__(params, defaults)
         self.settings = defaults  # one set of settings for every group
@@ -209,7 +210,7 @@ class SSO(torch.optim.Optimizer):
         g(w - alpha grad) <= g(w) - c alpha ||grad||^2, else alpha <- beta alpha; the next inner step first tries
         expand * alpha. One host read per trial."""
         s = self.settings
-        alpha, value = s["lr"], torch.zeros(())
+        alpha, value = s["init_step"], torch.zeros(())
         for k in range(s["inner_steps"]):
             value = surrogate()
             grads = torch.autograd.grad(value, params, allow_unused=True, materialize_grads=True)

@@ -170,7 +170,7 @@ def test_full_batch_armijo_never_increases_the_objective_and_more_inner_steps_he
 def test_evaluation_counts_and_host_reads(inner):
     x, y = problem(4)
     model = mlp(4)
-    opt = SSO(model.parameters(), eta=0.5, inner_steps=7, inner=inner, lr=0.01 if inner != "armijo" else 1.0)
+    opt = SSO(model.parameters(), eta=0.5, inner_steps=7, inner=inner, lr=0.01)
     grad = torch.randn(64, 1)  # a target gradient from elsewhere (a critic, an environment)
     with count_host_reads() as reads:
         for _ in range(3):
@@ -208,7 +208,7 @@ def test_bad_arguments_are_refused():
     model = mlp(0)
     with pytest.raises(ValueError, match="inner must be one of"):
         SSO(model.parameters(), inner="lbfgs")
-    with pytest.raises(ValueError, match="eta and lr must be positive"):
+    with pytest.raises(ValueError, match="eta, lr and init_step must be positive"):
         SSO(model.parameters(), eta=0.0)
     opt = SSO(model.parameters())
     x = torch.randn(4, 5)

@@ -6,8 +6,8 @@ docs/sso.md). One ``iterate`` is one round of the SSO paper's MuJoCo experiments
      first round is the expert's;
   2. label every visited state s_i with the expert's mean action a*_i (one batched expert query per round);
   3. update the learner on this round's states only: the target-space loss
-         l(z) = mean_i ||z_i - a*_i||^2,  z_i = mu(s_i) the learner's pre-tanh mean    (``loss=squared``, paper)
-     (or ||tanh(z_i) - a*_i||^2, ``loss=squashed``), by one outer SSO step (one target gradient, m surrogate
+         l(z) = mean_i ||tanh(z_i) - a*_i||^2,  z_i = mu(s_i) the learner's pre-tanh mean    (``loss=squashed``)
+     (or the paper's ||z_i - a*_i||^2, ``loss=squared``), by one outer SSO step (one target gradient, m surrogate
      steps) or by m plain Adam / SGD steps on the same batch.
 
 The learner is a tanh-Gaussian policy (:class:`~pmoe_rl.policies.MixturePolicy` with one expert; linear with
@@ -49,8 +49,7 @@ class Imitation(Agent):
         self.steps_per_iteration = im.samples_per_round
         params = self.policy.parameters()
         if im.optimizer == "sso":
-            lr = 1.0 if im.sso_inner == "armijo" else im.lr
-            self.opt = SSO(params, im.eta, im.inner_steps, im.eta_schedule, im.sso_inner, lr)
+            self.opt = SSO(params, im.eta, im.inner_steps, im.eta_schedule, im.sso_inner, lr=im.lr)
         elif im.optimizer == "adam":
             self.opt = adam(params, device, lr=im.lr)
         else:
@@ -109,7 +108,7 @@ class Imitation(Agent):
         return policy.act(obs_t, deterministic)[0][0].cpu().numpy()
 
     def iterate(self, step: int, stats: EpisodeStats, log: RunLogger, with_metrics: bool) -> dict[str, torch.Tensor]:
-        """One round: collect, label, update. The learner's actions are sampled; the expert's deterministic."""
+        """One round: collect, label, update. The expert acts deterministically, the learner as ``learner_action``."""
         im = self.cfg.imitation
         n, beta, mean_action = im.samples_per_round, im.beta, im.learner_action == "mean"
         if self.obs is None:

@@ -53,7 +53,7 @@ class SAC(Agent):
         self.target_entropy = float(-act_dim if sac.target_entropy == "auto" else sac.target_entropy)
         if sac.actor_update == "sso":
             self.actor_opt = SSO(self.policy.parameters(), sac.sso_eta, sac.sso_inner_steps, sac.sso_eta_schedule,
-                                 sac.sso_inner, 1.0 if sac.sso_inner == "armijo" else sac.actor_lr)  # fmt: skip
+                                 sac.sso_inner, lr=sac.actor_lr)  # fmt: skip
         else:
             self.actor_opt = adam(self.policy.parameters(), device, self.capturable, lr=sac.actor_lr)
         self.critic_opt = adam(self.critic.parameters(), device, self.capturable, lr=sac.critic_lr)
