@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pmoe_rl.plot import bootstrap_ci
+
 ESTIMATORS = ("pmoe", "gumbel", "score", "mrp")
 POLICIES = ("gaussian", "moe", "mcp")
 
@@ -84,14 +86,6 @@ def run(variant: str, seed: int, args) -> dict:
         "steps": steps,
         "returns": returns,
     }
-
-
-def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """95% percentile bootstrap interval of the mean over the first axis (seeds)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n, len(values)))
-    means = values[idx].mean(1)
-    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
 
 
 def main() -> None:
