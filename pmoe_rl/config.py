@@ -531,8 +531,13 @@ def validate(cfg: Config) -> Config:
     """Check the combinations of options, resolve the number of experts in place, and return ``cfg``.
 
     Each field's own type and range were checked when it was set."""
-    if cfg.algo == "imitate" and not cfg.imitation.expert:
-        raise ConfigError("--algo imitate learns from an expert: pass --expert RUN_DIR (imitation.expert)")
+    if cfg.algo == "imitate":
+        if not cfg.imitation.expert:
+            raise ConfigError("--algo imitate learns from an expert: pass --expert RUN_DIR (imitation.expert)")
+        if cfg.resolved_policy != "gaussian":
+            raise ConfigError(f"--algo imitate trains a gaussian learner, not --policy {cfg.policy}")
+        if cfg.record_transitions:
+            raise ConfigError("--record-transitions records SAC and PPO runs, not --algo imitate")
     if not cfg.env:
         raise ConfigError("no environment given: pass --env ENV_ID (for example --env Hopper-v5)")
     cfg.policy = cfg.resolved_policy
@@ -547,11 +552,6 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"--record-transitions records an online run's collection, not --algo {cfg.algo}'s")
     elif cfg.dataset:
         raise ConfigError(f"--dataset is for the offline algorithms (odice, iql, bc), not --algo {cfg.algo}")
-    if cfg.algo == "imitate":
-        if cfg.policy != "gaussian":
-            raise ConfigError(f"--algo imitate trains a gaussian learner, not --policy {cfg.policy}")
-        if cfg.record_transitions:
-            raise ConfigError("--record-transitions records SAC and PPO runs, not --algo imitate")
     if cfg.estimator != "pmoe" and (cfg.algo != "sac" or cfg.policy != "pmoe"):
         raise ConfigError(f"--estimator {cfg.estimator} trains a mixture policy with SAC (--algo sac --policy pmoe)")
     if cfg.policy in ("moe", "mcp") and cfg.algo != "sac":

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds is None and not args.resume:
         args.rounds = DEFAULT_ROUNDS
-    return train.run(args, BASE, steps_per_unit="imitation.samples_per_round")
+    rounds = args.rounds
+    steps = None if rounds is None else (lambda cfg: rounds * cfg.imitation.samples_per_round)
+    return train.run(args, BASE, steps)
 
 
 _entry = entry_point(main)

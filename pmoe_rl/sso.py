@@ -139,14 +139,18 @@ class SSO(torch.optim.Optimizer):
         return linear + proximity / (eta * n)
 
     def target_gradient(
-        self, targets_fn: Callable[[], Targets], loss: Callable[..., torch.Tensor] | None, grad: Targets | None
-    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor | None]:
-        """z_t, G_t = grad l(z_t) (the one expensive evaluation) and l(z_t) (None when ``grad`` was given)."""
+        self, targets_fn: Callable[[], Targets], loss: Callable[..., torch.Tensor] | None, grad: Targets | None,
+        z_t: Targets | None = None,
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor | None]:  # fmt: skip
+        """z_t (evaluated here unless given), G_t = grad l(z_t) (the one expensive evaluation) and l(z_t) (None when
+        ``grad`` was given)."""
         if (loss is None) == (grad is None):
             raise ValueError("give exactly one of loss (a function of the targets) or grad (their gradient)")
-        with torch.no_grad():
-            z_t = tuple(z.detach() for z in _tuple(targets_fn()))
-        self.cheap_evals += 1
+        if z_t is None:
+            with torch.no_grad():
+                z_t = targets_fn()
+            self.cheap_evals += 1
+        z_t = tuple(z.detach() for z in _tuple(z_t))
         self.expensive_evals += 1
         if grad is not None:
             grads = tuple(g.detach() for g in _tuple(grad))
@@ -170,12 +174,13 @@ class SSO(torch.optim.Optimizer):
         targets_fn: Callable[[], Targets],
         loss: Callable[..., torch.Tensor] | None = None,
         grad: Targets | None = None,
+        z_t: Targets | None = None,
     ) -> dict[str, torch.Tensor]:
         """One outer step: z_t and G_t once (``loss(*targets)`` is differentiated at z_t, or ``grad`` is G_t),
         then ``inner_steps`` steps on g_t. ``targets_fn`` must be a deterministic function of the parameters
-        (fix any noise and inputs in the closure)."""
+        (fix any noise and inputs in the closure); ``z_t``, its value now, when the caller already has it."""
         s = self.settings
-        z_t, grads, value = self.target_gradient(targets_fn, loss, grad)
+        z_t, grads, value = self.target_gradient(targets_fn, loss, grad, z_t)
         eta = self.eta_at(self.outer_steps)
         self.outer_steps += 1
         params = [p for p in self.params if p.requires_grad]
@@ -211,13 +216,14 @@ class SSO(torch.optim.Optimizer):
         expand * alpha. One host read per trial."""
         s = self.settings
         alpha, value = s["init_step"], torch.zeros(())
+        start = [torch.empty_like(p) for p in params]  # the inner step's starting point w
         for k in range(s["inner_steps"]):
             value = surrogate()
             grads = torch.autograd.grad(value, params, allow_unused=True, materialize_grads=True)
             value = value.detach()
             with torch.no_grad():
                 norm2 = sum(g.pow(2).sum() for g in grads)
-                start = [p.detach().clone() for p in params]
+                torch._foreach_copy_(start, params)
                 if k:
                     alpha *= s["expand"]
                 for _ in range(s["max_backtracks"]):

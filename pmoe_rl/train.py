@@ -15,6 +15,7 @@ import argparse
 import datetime
 import shutil
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -219,16 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 
-def run(args, base: dict | None = None, steps_per_unit: str | None = None) -> int:
+def run(args, base: dict | None = None, steps: Callable[[Config], int] | None = None) -> int:
     """Start or resume the run that the parsed ``args`` describe (``base``: the command's own defaults, see
-    :func:`resolve_config`). ``steps_per_unit`` names an option that ``args.rounds`` multiplies into ``steps``
-    (``imitation.samples_per_round`` for ``python -m pmoe_rl.imitate``)."""
+    :func:`resolve_config`; ``steps``: the budget as a function of the config, e.g. rounds x samples per round for
+    ``python -m pmoe_rl.imitate``)."""
     resume = None
 
     def in_units(cfg: Config) -> Config:
-        if getattr(args, "rounds", None) is not None:
-            section, name = steps_per_unit.split(".")
-            cfg.steps = args.rounds * getattr(getattr(cfg, section), name)
+        if steps is not None:
+            cfg.steps = steps(cfg)
         return cfg
 
     if args.resume:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pmoe_rl.plot import bootstrap_ci
+from pmoe_rl.plot import bootstrap_ci, read_run
 
 ESTIMATORS = ("pmoe", "gumbel", "score", "mrp")
 POLICIES = ("gaussian", "moe", "mcp")
@@ -72,19 +72,14 @@ def run(variant: str, seed: int, args) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"error: {variant} seed {seed} failed: {proc.stderr.strip().splitlines()[-1]}")
         print(f"{variant} seed {seed}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    with open(run_dir / "progress.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("eval/mean_reward")]
-    steps = np.array([int(r["time/total_timesteps"]) for r in rows])
-    returns = np.array([float(r["eval/mean_reward"]) for r in rows])
-    area = float(((returns[1:] + returns[:-1]) / 2 * np.diff(steps)).sum())  # trapezoid rule
-    auc = area / (steps[-1] - steps[0]) if len(steps) > 1 else float(returns[-1])
+    result = read_run(run_dir)  # the evaluations and their AUC, as python -m pmoe_rl.plot reads them
     return {
         "variant": variant,
         "seed": seed,
-        "final_return": float(returns[-1]),
-        "auc": auc,
-        "steps": steps,
-        "returns": returns,
+        "final_return": float(result.returns[-1]),
+        "auc": result.auc,
+        "steps": result.steps,
+        "returns": result.returns,
     }
 
 

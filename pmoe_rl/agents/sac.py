@@ -163,7 +163,8 @@ class SAC(Agent):
             out.update(self.estimator(ActorBatch(obs, dist, u, logp, batch.k_star), self.q_min, alpha))
             return out["loss"]
 
-        stats = self.actor_opt.step(targets, loss)
+        dist = batch.dist  # the policy on obs, computed in step 1 (its weights have not changed since)
+        stats = self.actor_opt.step(targets, loss, z_t=(dist.mean, dist.log_std, dist.log_w))
         return {**out, "sso_surrogate": stats["surrogate"]}
 
     # --- what the run skeleton saves -----------------------------------------------------------------------
