@@ -113,6 +113,9 @@ class SACConfig(Section):
     """estimator pmoe: weight of the gate loss"""
     alpha_logp: options.AlphaLogp = options.ALPHA_LOGP
     """estimator pmoe: log pi in the temperature loss, of the best expert (best) or the mixture's"""
+    update_sample: options.UpdateSample = options.UPDATE_SAMPLE
+    """PMOE: the sample the best expert is updated on: the one that won the choice of k* (selected, official) or a new
+    draw of expert k* (fresh: the noise is not conditioned on the critic)"""
     gumbel_tau: PositiveFloat = options.GUMBEL_TAU
     """estimator gumbel: Gumbel-Softmax temperature"""
     gumbel_hard: bool = options.GUMBEL_HARD
@@ -520,6 +523,10 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def from_dict(values: dict) -> Config:
+    """The config a run saved (its ``config.yaml``, a checkpoint's). Options added since keep the behaviour the run
+    had: a run saved before ``sac.update_sample`` existed used the selected sample."""
+    if values.get("algo", "sac") == "sac" and "update_sample" not in values.get("sac", {"update_sample": None}):
+        values = {**values, "sac": {**values["sac"], "update_sample": "selected"}}
     return apply_dict(Config(), values)
 
 

@@ -122,6 +122,7 @@ class PMOE(ActorLoss):
     gate_loss: options.GateLoss = options.GATE_LOSS
     gate_loss_weight: float = options.GATE_LOSS_WEIGHT
     alpha_logp: options.AlphaLogp = options.ALPHA_LOGP
+    update_sample: options.UpdateSample = options.UPDATE_SAMPLE
     needs_best_expert: ClassVar[bool] = True
 
     def __call__(self, batch: ActorBatch, q_fn: QFn, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -129,7 +130,10 @@ class PMOE(ActorLoss):
         if self.expert_update == "all":
             policy_loss = (alpha * logp - q_fn(obs, torch.tanh(u))).sum(-1).mean()
         else:
-            u_star, logp_star = gather_expert(u, k_star), gather_expert(logp, k_star)
+            if self.update_sample == "fresh":
+                u_star, logp_star = dist.expert_sample(k_star)
+            else:
+                u_star, logp_star = gather_expert(u, k_star), gather_expert(logp, k_star)
             policy_loss = (alpha * logp_star - q_fn(obs, torch.tanh(u_star))).mean()
         if dist.n_experts == 1:  # one expert, no gate: plain SAC
             return {"loss": policy_loss, "policy_loss": policy_loss}
@@ -138,9 +142,11 @@ class PMOE(ActorLoss):
 
     @torch.no_grad()
     def temperature_log_prob(self, batch: ActorBatch) -> torch.Tensor:
-        if self.alpha_logp == "best":
-            return gather_expert(batch.logp, batch.k_star)
-        return batch.dist.mixture_log_prob(gather_expert(batch.u, batch.k_star))
+        if self.update_sample == "fresh":  # a draw of expert k* not chosen by the critic, as in the actor loss
+            u, logp = batch.dist.expert_sample(batch.k_star)
+        else:
+            u, logp = gather_expert(batch.u, batch.k_star), gather_expert(batch.logp, batch.k_star)
+        return logp if self.alpha_logp == "best" else batch.dist.mixture_log_prob(u)
 
     def diagnostics(self, batch: ActorBatch) -> dict[str, torch.Tensor]:
         if batch.dist.n_experts == 1:

@@ -22,6 +22,7 @@ ExpertUpdate = Literal["best", "all"]
 GateLoss = Literal["mse", "ce"]
 TargetLogp = Literal["component", "mixture"]
 AlphaLogp = Literal["best", "mixture"]
+UpdateSample = Literal["selected", "fresh"]
 ScoreBaseline = Literal["experts", "batch", "none"]
 Warmup = Literal["policy", "uniform"]
 Ratio = Literal["mixture", "component"]
@@ -49,6 +50,7 @@ GATE_LOSS: GateLoss = "mse"
 GATE_LOSS_WEIGHT = 1.0
 TARGET_LOGP: TargetLogp = "component"
 ALPHA_LOGP: AlphaLogp = "best"
+UPDATE_SAMPLE: UpdateSample = "selected"
 # The baseline estimators (their papers' settings are unknown; docs/algorithms.md).
 GUMBEL_TAU = 1.0
 GUMBEL_HARD = True

@@ -220,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 
-def run(args, base: dict | None = None, steps: Callable[[Config], int] | None = None) -> int:
+def run(args, base: dict | None = None, steps: Callable[[Config], int] | None = None,
+        on_evaluation: Callable[[dict], None] | None = None) -> int:  # fmt: skip
     """Start or resume the run that the parsed ``args`` describe (``base``: the command's own defaults, see
     :func:`resolve_config`; ``steps``: the budget as a function of the config, e.g. rounds x samples per round for
-    ``python -m pmoe_rl.imitate``)."""
+    ``python -m pmoe_rl.imitate``; ``on_evaluation``: called with every evaluation's result)."""
     resume = None
 
     def in_units(cfg: Config) -> Config:
@@ -257,7 +258,7 @@ def run(args, base: dict | None = None, steps: Callable[[Config], int] | None = 
         f"{verb}: {what} on {cfg.env} for {cfg.steps} steps, device {device} ({why})\nrun directory: {run_dir}",
         flush=True,
     )
-    result = train(AGENTS[cfg.algo], cfg, RunContext(run_dir, device, resume, args.progress))
+    result = train(AGENTS[cfg.algo], cfg, RunContext(run_dir, device, resume, args.progress, on_evaluation))
     if result:
         print(
             f"last evaluation (step {result['step']}): mean return {result['mean_return']:.2f} "

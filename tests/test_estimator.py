@@ -1,5 +1,6 @@
 """The PMOE estimator (reference/pmoe.md §2): gradient routing, closed-form values, the gate's target."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -120,3 +121,45 @@ def test_gate_loss_weight(weight):
     out = PMOE(gate_loss_weight=weight)(ActorBatch(obs, dist, u, logp, k_star), toy_q, torch.tensor(0.2))
     torch.testing.assert_close(out["loss"], out["policy_loss"] + weight * out["gate_loss"])
     assert gather_expert(logp, k_star).shape == (32,)
+
+
+def sac_objective(mu: float, sigma: float, alpha: float, q) -> float:
+    """E_{u ~ N(mu, sigma)}[alpha log pi(tanh u) - Q(tanh u)] for one action dimension, by Gauss-Hermite quadrature
+    (200 nodes): the objective of one tanh-Gaussian expert, the independent reference for its expected gradient."""
+    x, w = np.polynomial.hermite_e.hermegauss(200)  # nodes and weights for the weight exp(-x^2 / 2)
+    u = mu + sigma * x
+    logp = -0.5 * x**2 - np.log(sigma) - 0.5 * np.log(2 * np.pi) - np.log(1 - np.tanh(u) ** 2 + 1e-6)
+    return float((w * (alpha * logp - q(np.tanh(u)))).sum() / w.sum())
+
+
+@pytest.mark.parametrize("mu", [0.0, -0.4])
+def test_fresh_sample_gives_each_experts_own_sac_gradient_and_the_selected_one_does_not(mu):
+    """K = 4 identical experts on a critic peaked at a = 0.5 (the identity task's picture, docs/pmoe_diagnosis.md).
+    ``update_sample=fresh``: expert k*'s mean gets, in expectation, the gradient of its own SAC objective (quadrature
+    + central finite difference), pointing towards the critic's peak. ``selected`` (official): the winning sample's
+    noise points towards the peak, so the squash term of alpha log pi pushes the mean the other way and the expected
+    gradient's sign flips."""
+    sigma, alpha, b, k = 1.0, 1.0, 400_000, 4
+    q = lambda a: -((a - 0.5) ** 2)  # noqa: E731
+    h = 1e-4
+    reference = (sac_objective(mu + h, sigma, alpha, q) - sac_objective(mu - h, sigma, alpha, q)) / (2 * h)
+    assert reference < -0.05  # descending it moves the mean towards 0.5
+
+    torch.manual_seed(0)
+    grads = {}
+    for update_sample in ("fresh", "selected"):
+        mean0 = torch.tensor(mu, dtype=torch.float64, requires_grad=True)
+        mean = mean0.expand(b, k, 1)
+        dist = SquashedMixture(mean, torch.full((b, k, 1), np.log(sigma), dtype=torch.float64),
+                               torch.full((b, k), -np.log(k), dtype=torch.float64))  # fmt: skip
+        u, logp = dist.rsample_with_log_prob()
+        obs = torch.zeros(b, 1, dtype=torch.float64)
+        q_fn = lambda o, a: q(a).sum(-1)  # noqa: E731
+        k_star = best_expert(torch.tanh(u), lambda a: q_fn(obs, a))
+        estimator = PMOE(update_sample=update_sample)
+        out = estimator(ActorBatch(obs, dist, u, logp, k_star), q_fn, torch.tensor(alpha, dtype=torch.float64))
+        # the policy loss is a mean over states of one expert's term: its gradient on the shared mean is that
+        # expert's expected gradient
+        grads[update_sample] = torch.autograd.grad(out["policy_loss"], mean0)[0].item()
+    assert grads["fresh"] == pytest.approx(reference, abs=0.01)
+    assert grads["selected"] > 0.05, grads  # the official estimator's mean moves away from the critic's peak

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class RunContext:
     device: torch.device
     resume: Checkpoint | None = None  # loaded with its training state
     progress: bool | None = None  # progress bar: None = only on a terminal
+    on_evaluation: Callable[[dict], None] | None = None  # called with each evaluation's result (e.g. a sweep's report)
 
 
 class EpisodeStats:
@@ -264,6 +266,8 @@ def train(agent_cls: type[Agent], cfg: Config, ctx: RunContext) -> dict:
                 for key, value in agent.eval_records(last_eval["mean_return"]).items():
                     log.record(key, value)
                     last_eval[key.removeprefix("eval/")] = value
+                if ctx.on_evaluation is not None:
+                    ctx.on_evaluation(last_eval)
             if dump_now:
                 rec.dump(step, agent.n_updates, metrics, **agent.log_records())
             if stop:

@@ -1,5 +1,5 @@
-"""Environment creation: gymnasium MuJoCo v5 tasks, the package's ``pmoe_rl/MultiGoal-v0`` and any
-continuous-action gymnasium id.
+"""Environment creation: gymnasium MuJoCo v5 tasks, the package's ``pmoe_rl/MultiGoal-v0`` and
+``pmoe_rl/IdentityBox-v0``, and any continuous-action gymnasium id.
 
 ``make_env`` checks the id (suggesting close names), requires a Box action space, rescales actions to
 [-1, 1] (the policy's tanh range, like rlkit's ``NormalizedBoxEnv``), records episode statistics
@@ -23,6 +23,19 @@ from pmoe_rl.errors import EnvError
 MULTIGOAL = "pmoe_rl/MultiGoal-v0"
 if MULTIGOAL not in gym.registry:
     gym.register(id=MULTIGOAL, entry_point="pmoe_rl.envs.multigoal:MultiGoalEnv", max_episode_steps=_MULTIGOAL_HORIZON)
+IDENTITY = "pmoe_rl/IdentityBox-v0"
+
+
+def _identity_box(eps: float = 0.5, ep_length: int = 100, render_mode: str | None = None) -> gym.Env:
+    """SB3's continuous identity task (``stable_baselines3.common.envs.IdentityEnvBox``: observation x ~ U[-1, 1],
+    reward 1 when |a - x| < eps, 100 steps), the sanity test SB3 runs every continuous-action algorithm on."""
+    from stable_baselines3.common.envs import IdentityEnvBox
+
+    return IdentityEnvBox(eps=eps, ep_length=ep_length)
+
+
+if IDENTITY not in gym.registry:
+    gym.register(id=IDENTITY, entry_point=_identity_box)
 
 
 def check_env_id(env_id: str) -> None:

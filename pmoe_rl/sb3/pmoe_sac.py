@@ -29,7 +29,8 @@ class PMOESAC(SAC):
     ``PMOESAC("MlpPolicy", env, policy_kwargs=dict(n_experts=4))``; every other argument is SAC's. PMOE options
     (defaults: the official code, shared with the native agent through :mod:`pmoe_rl.options`): ``expert_update``
     (``best`` | ``all``), ``gate_loss`` (``mse`` | ``ce``), ``gate_loss_weight`` (1.0), ``target_logp``
-    (``component`` | ``mixture``), ``alpha_logp`` (``best`` | ``mixture``). ``warmup``: the actions of the first
+    (``component`` | ``mixture``), ``alpha_logp`` (``best`` | ``mixture``), ``update_sample`` (``fresh`` | ``selected``,
+    the official code; docs/pmoe_diagnosis.md). ``warmup``: the actions of the first
     ``learning_starts`` steps, uniform random (``uniform``, SB3's behaviour and this class's default) or the
     initial policy (``policy``, the official code's and the native agent's default). Logs SAC's ``train/*`` values
     plus ``train/gate_loss``, ``train/gate_entropy`` and ``train/best_expert_freq_k``.
@@ -51,11 +52,13 @@ class PMOESAC(SAC):
         gate_loss_weight: float = options.GATE_LOSS_WEIGHT,
         target_logp: options.TargetLogp = options.TARGET_LOGP,
         alpha_logp: options.AlphaLogp = options.ALPHA_LOGP,
+        update_sample: options.UpdateSample = options.UPDATE_SAMPLE,
         warmup: options.Warmup = "uniform",
         **kwargs,
     ):
         self.expert_update, self.gate_loss, self.gate_loss_weight = expert_update, gate_loss, gate_loss_weight
         self.target_logp, self.alpha_logp, self.warmup = target_logp, alpha_logp, warmup
+        self.update_sample = update_sample
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -63,7 +66,8 @@ class PMOESAC(SAC):
         if not isinstance(self.policy, MixtureSACPolicy):
             raise ValueError(f"PMOESAC needs a MixtureSACPolicy, got {type(self.policy).__name__}")
         # the same loss object as the native agent, built once (also after load, which sets the options first)
-        self.estimator = PMOE(self.expert_update, self.gate_loss, self.gate_loss_weight, self.alpha_logp)
+        self.estimator = PMOE(self.expert_update, self.gate_loss, self.gate_loss_weight, self.alpha_logp,
+                              self.update_sample)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "estimator"]  # rebuilt from the saved options

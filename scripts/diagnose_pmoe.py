@@ -1,0 +1,174 @@
+"""Instrumented PMOE-SAC: what the actor update sees, every ``--every`` updates (docs/pmoe_diagnosis.md).
+
+Each variant is an ordinary ``python -m pmoe_rl.train`` run in this process with ``SAC.update`` wrapped: before
+every ``--every``-th update, on that update's minibatch, with the policy and critic as they are,
+
+- ``alpha``: the temperature; ``sigma``: the experts' mean pre-squash standard deviation;
+- ``noise_alignment``: cos(eps_{k*}, grad_a Q(s, tanh mu_{k*})), the noise of the sample the actor loss is taken
+  on against the direction in which the critic wants expert k*'s action to move (a noise drawn independently of
+  the critic averages 0);
+- ``mean_step_agrees``: the fraction of states where the actor loss's descent direction for mu_{k*} has a positive
+  inner product with that critic gradient (1 = the mean moves where the critic points);
+- ``entropy_share``: |grad_mu of alpha log pi_{k*}| / (that + |grad_mu of Q|), the share of the mean's gradient that
+  comes from the entropy term;
+- ``gate_max``: the mean largest gate weight; ``best_freq_max``: the largest share of states whose best expert is
+  the same expert;
+- identity task only: ``action_error`` |tanh(mu_k) - x| of the deterministic action (k = argmax w) and
+  ``critic_error`` |argmax_a Q(x, a) - x| (over a grid of 201 actions).
+
+Writes ``DIR/trace.jsonl`` (one record per variant, seed and probe), ``DIR/summary.md`` and ``DIR/diagnosis.png``.
+
+    python scripts/diagnose_pmoe.py --env pmoe_rl/IdentityBox-v0 --steps 400 --every 10 --seeds 0 1 2 \\
+        --variants official fresh gaussian --config configs/identity_sac.yaml --out results/diagnose_identity
+    python scripts/diagnose_pmoe.py --env Hopper-v5 --steps 10000 --every 250 --eval-every 5000 \\
+        --eval-episodes 5 --seeds 0 --variants official fresh gaussian --out results/diagnose_hopper
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pmoe_rl import train  # noqa: E402
+from pmoe_rl.agents.sac import SAC  # noqa: E402
+from pmoe_rl.envs import IDENTITY  # noqa: E402
+from pmoe_rl.errors import cli_main  # noqa: E402
+from pmoe_rl.mixture import SquashedMixture, best_expert, gather_expert, squashed_sample  # noqa: E402
+
+VARIANTS = {
+    "official": ["--set", "sac.update_sample=selected"],
+    "fresh": ["--set", "sac.update_sample=fresh"],
+    "gaussian": ["--policy", "gaussian"],
+}
+METRICS = ("alpha", "sigma", "noise_alignment", "mean_step_agrees", "entropy_share", "gate_max", "best_freq_max",
+           "action_error", "critic_error")  # fmt: skip
+
+
+def probe(agent: SAC, obs: torch.Tensor, identity: bool, gen: torch.Generator) -> dict[str, float]:
+    """The statistics of one actor update on ``obs`` (module docstring), without changing anything (its noise comes
+    from its own generator, so the training run is the one it would be without the probes)."""
+    estimator, alpha = agent.estimator, agent.log_alpha.detach().exp()
+    with torch.no_grad():
+        dist = agent.policy(obs)
+    mean = dist.mean.detach().requires_grad_(True)
+    d = SquashedMixture(mean, dist.log_std.detach(), dist.log_w.detach())
+    eps = torch.randn(mean.shape, generator=gen)
+    u, logp = d.rsample_with_log_prob(eps=eps)
+    k = best_expert(torch.tanh(u.detach()), lambda a: agent.q_min(obs, a))
+    if getattr(estimator, "update_sample", "selected") == "fresh":  # the sample the loss is taken on
+        eps_k = torch.randn(gather_expert(eps, k).shape, generator=gen)
+        u_k, logp_k = squashed_sample(gather_expert(mean, k), gather_expert(d.log_std, k), eps=eps_k)
+    else:
+        eps_k, u_k, logp_k = gather_expert(eps, k), gather_expert(u, k), gather_expert(logp, k)
+    grad_h = torch.autograd.grad((alpha * logp_k).sum(), mean, retain_graph=True)[0]
+    grad_q = torch.autograd.grad(-agent.q_min(obs, torch.tanh(u_k)).sum(), mean)[0]
+    grad_h, grad_q = gather_expert(grad_h, k), gather_expert(grad_q, k)
+    mu_k = torch.tanh(gather_expert(mean, k)).detach().requires_grad_(True)
+    ascent = torch.autograd.grad(agent.q_min(obs, mu_k).sum(), mu_k)[0]  # where the critic wants the action to go
+    cos = torch.nn.functional.cosine_similarity(eps_k, ascent, dim=-1)
+    h, q = grad_h.norm(dim=-1), grad_q.norm(dim=-1)
+    n = dist.n_experts
+    out = {
+        "alpha": float(alpha),
+        "sigma": float(dist.log_std.exp().mean()),
+        "noise_alignment": float(cos.mean()),
+        "mean_step_agrees": float((((-(grad_h + grad_q)) * ascent).sum(-1) > 0).float().mean()),
+        "entropy_share": float((h / (h + q + 1e-12)).mean()),
+        "gate_max": float(dist.weights.max(-1).values.mean()),
+        "best_freq_max": float(torch.bincount(k, minlength=n).max() / len(k)),
+    }
+    if identity:
+        with torch.no_grad():
+            x = obs[:, 0]
+            top = torch.tanh(gather_expert(dist.mean, dist.weights.argmax(-1)))[:, 0]
+            grid = torch.linspace(-1, 1, 201)
+            q_grid = agent.q_min(obs, grid.view(1, -1, 1).expand(len(obs), -1, 1))
+            out["action_error"] = float((top - x).abs().mean())
+            out["critic_error"] = float((grid[q_grid.argmax(1)] - x).abs().mean())
+    return out
+
+
+def run(variant: str, seed: int, args, trace: list[dict]) -> float:
+    identity = args.env == IDENTITY
+    original = SAC.update
+    gen = torch.Generator().manual_seed(seed)
+
+    def update(self, batch, with_metrics=False):
+        if self.n_updates % args.every == 0:
+            trace.append({"variant": variant, "seed": seed, "update": self.n_updates,
+                          **probe(self, batch.obs, identity, gen)})  # fmt: skip
+        return original(self, batch, with_metrics)
+
+    run_dir = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    config = ["--config", args.config] if args.config else []
+    argv = ["--env", args.env, "--seed", str(seed), "--steps", str(args.steps), "--eval-every", str(args.eval_every),
+            "--eval-episodes", str(args.eval_episodes), "--checkpoint-every", "0", "--log-every", str(args.steps),
+            "--threads", "1", "--no-progress", "--overwrite", "--run-dir", str(run_dir), *config,
+            *VARIANTS[variant]]  # fmt: skip
+    SAC.update = update
+    try:
+        assert cli_main(train.main, argv) == 0
+    finally:
+        SAC.update = original
+    with open(run_dir / "progress.csv") as f:
+        return [float(r["eval/mean_reward"]) for r in csv.DictReader(f) if r["eval/mean_reward"]][-1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default=IDENTITY)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--every", type=int, default=10, help="updates between probes")
+    p.add_argument("--eval-every", type=int, default=None, help="default: --steps (one evaluation at the end)")
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=["official", "fresh"], choices=list(VARIANTS))
+    p.add_argument("--config", help="a pmoe-rl config file (configs/identity_sac.yaml: SB3's identity test)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    args.eval_every = args.eval_every or args.steps
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trace, finals = [], {}
+    for variant in args.variants:
+        for seed in args.seeds:
+            finals[variant, seed] = run(variant, seed, args, trace)
+            print(f"{variant} seed {seed}: final evaluation {finals[variant, seed]:.1f}", flush=True)
+    with open(out / "trace.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in trace)
+    metrics = [m for m in METRICS if m in trace[0]]
+    lines = ["| variant | final return per seed | " + " | ".join(f"{m} (first half / second half)" for m in metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]  # fmt: skip
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3), squeeze=False)
+    for variant in args.variants:
+        rows = [r for r in trace if r["variant"] == variant and "noise_alignment" in r]
+        updates = sorted({r["update"] for r in rows})
+        cells = []
+        for ax, m in zip(axes[0], metrics):
+            curve = np.array([np.mean([r[m] for r in rows if r["update"] == u]) for u in updates])
+            ax.plot(updates, curve, label=variant)
+            ax.set_title(m, fontsize=9)
+            ax.set_xlabel("update")
+            half = len(curve) // 2
+            cells.append(f"{curve[:half].mean():.3f} / {curve[half:].mean():.3f}")
+        returns = ", ".join(f"{finals[variant, s]:.1f}" for s in args.seeds)
+        lines.append(f"| {variant} | {returns} | " + " | ".join(cells) + " |")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"PMOE-SAC actor update on {args.env} (mean over seeds {args.seeds})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "diagnosis.png", dpi=110)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
