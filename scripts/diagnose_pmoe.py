@@ -146,8 +146,8 @@ def main() -> None:
     with open(out / "trace.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in trace)
     metrics = [m for m in METRICS if m in trace[0]]
-    lines = ["| variant | final return per seed | " + " | ".join(f"{m} (first half / second half)" for m in metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]  # fmt: skip
+    header = " | ".join(f"{m} (first half / second half)" for m in metrics)
+    lines = [f"| variant | final return per seed | {header} |", "|---|---|" + "---|" * len(metrics)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3), squeeze=False)
     for variant in args.variants:
         rows = [r for r in trace if r["variant"] == variant and "noise_alignment" in r]

@@ -146,6 +146,11 @@ def test_fresh_sample_gives_each_experts_own_sac_gradient_and_the_selected_one_d
     assert reference < -0.05  # descending it moves the mean towards 0.5
 
     torch.manual_seed(0)
+    obs = torch.zeros(b, 1, dtype=torch.float64)
+
+    def q_fn(o, a):
+        return q(a).sum(-1)
+
     grads = {}
     for update_sample in ("fresh", "selected"):
         mean0 = torch.tensor(mu, dtype=torch.float64, requires_grad=True)
@@ -153,9 +158,7 @@ def test_fresh_sample_gives_each_experts_own_sac_gradient_and_the_selected_one_d
         dist = SquashedMixture(mean, torch.full((b, k, 1), np.log(sigma), dtype=torch.float64),
                                torch.full((b, k), -np.log(k), dtype=torch.float64))  # fmt: skip
         u, logp = dist.rsample_with_log_prob()
-        obs = torch.zeros(b, 1, dtype=torch.float64)
-        q_fn = lambda o, a: q(a).sum(-1)  # noqa: E731
-        k_star = best_expert(torch.tanh(u), lambda a: q_fn(obs, a))
+        k_star = best_expert(torch.tanh(u), lambda a: q(a).sum(-1))
         estimator = PMOE(update_sample=update_sample)
         out = estimator(ActorBatch(obs, dist, u, logp, k_star), q_fn, torch.tensor(alpha, dtype=torch.float64))
         # the policy loss is a mean over states of one expert's term: its gradient on the shared mean is that

@@ -66,8 +66,9 @@ class PMOESAC(SAC):
         if not isinstance(self.policy, MixtureSACPolicy):
             raise ValueError(f"PMOESAC needs a MixtureSACPolicy, got {type(self.policy).__name__}")
         # the same loss object as the native agent, built once (also after load, which sets the options first)
-        self.estimator = PMOE(self.expert_update, self.gate_loss, self.gate_loss_weight, self.alpha_logp,
-                              self.update_sample)
+        self.estimator = PMOE(
+            self.expert_update, self.gate_loss, self.gate_loss_weight, self.alpha_logp, self.update_sample
+        )
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "estimator"]  # rebuilt from the saved options
