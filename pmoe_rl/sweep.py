@@ -57,7 +57,7 @@ from pmoe_rl import imitate, train
 from pmoe_rl.checkpoint import write_text_atomic
 from pmoe_rl.cli import Parser, entry_point
 from pmoe_rl.config import Config, apply_dict, load_yaml, to_dict, validate
-from pmoe_rl.errors import ConfigError
+from pmoe_rl.errors import ConfigError, PmoeError
 from pmoe_rl.plot import read_run
 
 SPEC_KEYS = ("name", "base", "variants", "grid", "resources")
@@ -133,7 +133,10 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> Spec:
     if cpus <= 0 or gpus < 0 or threads < 1:
         raise ConfigError(f"sweep spec {path}: resources need cpus > 0, gpus >= 0, threads >= 1, got {resources}")
 
-    base_cfg = apply_dict(Config(), {"threads": threads, **base})
+    try:
+        base_cfg = apply_dict(Config(), {"threads": threads, **base})
+    except ConfigError as exc:
+        raise ConfigError(f"sweep spec {path}, base: {exc}") from None
     checked: set[tuple] = set()
     trials = []
     for variant, point in itertools.product(list(variants.items()) or [(None, {})], itertools.product(*grid.values())):
@@ -155,7 +158,7 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> Spec:
             if inputs not in checked:
                 train.check_inputs(cfg)
                 checked.add(inputs)
-        except ConfigError as exc:
+        except PmoeError as exc:  # an invalid value or combination, an unknown environment, a missing dataset
             raise type(exc)(f"sweep spec {path}, trial {trial}: {exc}") from None
         trials.append(Trial(trial, swept, to_dict(cfg), out / "trials" / trial))
     names = [t.name for t in trials]
@@ -251,8 +254,11 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
     if todo:
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the driver's working directory
         os.environ.setdefault("RAY_worker_niceness", "0")  # a local Ray runs trials at nice 15 otherwise
-        import ray
-        from ray import tune
+        try:
+            import ray
+            from ray import tune
+        except ImportError:
+            raise ConfigError("python -m pmoe_rl.sweep runs trials on Ray Tune: pip install 'pmoe-rl[sweep]'") from None
 
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", configure_logging=True)
         try:
