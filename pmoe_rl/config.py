@@ -116,6 +116,9 @@ class SACConfig(Section):
     update_sample: options.UpdateSample = options.UPDATE_SAMPLE
     """PMOE: the sample the best expert is updated on: the one that won the choice of k* (selected, official) or a new
     draw of expert k* (fresh: the noise is not conditioned on the critic)"""
+    select_by: options.SelectBy = options.SELECT_BY
+    """PMOE: what the critic compares to choose the best expert k*: each expert's sampled action (sample, official) or
+    its mean action (mean)"""
     gumbel_tau: PositiveFloat = options.GUMBEL_TAU
     """estimator gumbel: Gumbel-Softmax temperature"""
     gumbel_hard: bool = options.GUMBEL_HARD

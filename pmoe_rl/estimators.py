@@ -78,6 +78,10 @@ class ActorLoss(abc.ABC):
         """Extra metrics (tensors) logged under ``train/``; called only when the agent logs."""
         return {}
 
+    def candidates(self, dist: SquashedMixture, u: torch.Tensor) -> torch.Tensor:
+        """The K actions per state that the critic compares to choose k* (B, K, A): each expert's sample."""
+        return torch.tanh(u.detach())
+
 
 ESTIMATORS: dict[str, type[ActorLoss]] = {}
 
@@ -123,7 +127,11 @@ class PMOE(ActorLoss):
     gate_loss_weight: float = options.GATE_LOSS_WEIGHT
     alpha_logp: options.AlphaLogp = options.ALPHA_LOGP
     update_sample: options.UpdateSample = options.UPDATE_SAMPLE
+    select_by: options.SelectBy = options.SELECT_BY
     needs_best_expert: ClassVar[bool] = True
+
+    def candidates(self, dist: SquashedMixture, u: torch.Tensor) -> torch.Tensor:
+        return torch.tanh((dist.mean if self.select_by == "mean" else u).detach())
 
     def __call__(self, batch: ActorBatch, q_fn: QFn, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
         obs, dist, u, logp, k_star = batch

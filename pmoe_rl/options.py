@@ -23,6 +23,7 @@ GateLoss = Literal["mse", "ce"]
 TargetLogp = Literal["component", "mixture"]
 AlphaLogp = Literal["best", "mixture"]
 UpdateSample = Literal["selected", "fresh"]
+SelectBy = Literal["sample", "mean"]
 ScoreBaseline = Literal["experts", "batch", "none"]
 Warmup = Literal["policy", "uniform"]
 Ratio = Literal["mixture", "component"]
@@ -51,6 +52,7 @@ GATE_LOSS_WEIGHT = 1.0
 TARGET_LOGP: TargetLogp = "component"
 ALPHA_LOGP: AlphaLogp = "best"
 UPDATE_SAMPLE: UpdateSample = "selected"
+SELECT_BY: SelectBy = "sample"
 # The baseline estimators (their papers' settings are unknown; docs/algorithms.md).
 GUMBEL_TAU = 1.0
 GUMBEL_HARD = True

@@ -56,7 +56,7 @@ import numpy as np
 from pmoe_rl import imitate, train
 from pmoe_rl.checkpoint import write_text_atomic
 from pmoe_rl.cli import Parser, entry_point
-from pmoe_rl.config import Config, apply_dict, load_yaml, to_dict, validate
+from pmoe_rl.config import Config, apply_dict, load_yaml, to_dict
 from pmoe_rl.errors import ConfigError, PmoeError
 from pmoe_rl.plot import read_run
 
@@ -95,7 +95,10 @@ def _nested(key: str, value) -> dict:
 
 
 def _slug(key: str, value) -> str:
-    text = str(value).replace("/", "-") if key == "env" else f"s{value}" if key == "seed" else f"{key}={value}"
+    if key in ("env", "dataset"):
+        text = str(value).replace("/", "-")
+    else:
+        text = f"s{value}" if key == "seed" else f"{key}={value}"
     return re.sub(r"[^A-Za-z0-9._=+-]", "", text.replace(" ", ""))
 
 
@@ -149,11 +152,9 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> Spec:
                 cfg = apply_dict(cfg, {k: v for k, v in imitate.BASE.items() if k not in base})
             for key, value in point.items():
                 cfg = apply_dict(cfg, _nested(key, value))
-            cfg = validate(cfg)
+            cfg = train.complete(cfg)
             if cfg.dataset and Path(cfg.dataset).exists():  # a dataset directory (not an id): absolute
                 cfg.dataset = str(Path(cfg.dataset).resolve())
-            if cfg.imitation.expert:
-                cfg.imitation.expert = str(Path(cfg.imitation.expert).resolve())
             inputs = (cfg.env, cfg.dataset, cfg.imitation.expert if cfg.algo == "imitate" else "")
             if inputs not in checked:
                 train.check_inputs(cfg)

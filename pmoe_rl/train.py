@@ -159,6 +159,12 @@ def resolve_config(args, base: dict | None = None) -> Config:
     cfg = apply_dict(cfg, _flag_values(args))
     for assignment in args.set:
         cfg = set_value(cfg, assignment)
+    return complete(cfg)
+
+
+def complete(cfg: Config) -> Config:
+    """Resolve what a new run's config leaves to its inputs, then :func:`validate` it: an offline run's env defaults
+    to its dataset's, an imitation run's to its expert's (whose path is made absolute)."""
     if cfg.dataset and not cfg.env:
         cfg.env = dataset_env_id(cfg.dataset)
     if cfg.algo == "imitate" and cfg.imitation.expert:

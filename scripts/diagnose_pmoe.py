@@ -45,8 +45,9 @@ from pmoe_rl.errors import cli_main  # noqa: E402
 from pmoe_rl.mixture import SquashedMixture, best_expert, gather_expert, squashed_sample  # noqa: E402
 
 VARIANTS = {
-    "official": ["--set", "sac.update_sample=selected"],
-    "fresh": ["--set", "sac.update_sample=fresh"],
+    "official": ["--policy", "pmoe", "--set", "sac.update_sample=selected", "--set", "sac.select_by=sample"],
+    "fresh": ["--policy", "pmoe", "--set", "sac.update_sample=fresh", "--set", "sac.select_by=sample"],
+    "mean": ["--policy", "pmoe", "--set", "sac.update_sample=selected", "--set", "sac.select_by=mean"],
     "gaussian": ["--policy", "gaussian"],
 }
 METRICS = ("alpha", "sigma", "noise_alignment", "mean_step_agrees", "entropy_share", "gate_max", "best_freq_max",

@@ -101,7 +101,9 @@ class SAC(Agent):
         eps = torch.randn(dist.mean.shape, device=obs.device, dtype=obs.dtype)
         u, logp = dist.rsample_with_log_prob(eps=eps)  # (B, K, A), (B, K)
         k_star = (
-            best_expert(torch.tanh(u.detach()), lambda a: self.q_min(obs, a)) if estimator.needs_best_expert else None
+            best_expert(estimator.candidates(dist, u), lambda a: self.q_min(obs, a))
+            if estimator.needs_best_expert
+            else None
         )
         actor_batch = ActorBatch(obs, dist, u, logp, k_star)
 

@@ -53,12 +53,13 @@ class PMOESAC(SAC):
         target_logp: options.TargetLogp = options.TARGET_LOGP,
         alpha_logp: options.AlphaLogp = options.ALPHA_LOGP,
         update_sample: options.UpdateSample = options.UPDATE_SAMPLE,
+        select_by: options.SelectBy = options.SELECT_BY,
         warmup: options.Warmup = "uniform",
         **kwargs,
     ):
         self.expert_update, self.gate_loss, self.gate_loss_weight = expert_update, gate_loss, gate_loss_weight
         self.target_logp, self.alpha_logp, self.warmup = target_logp, alpha_logp, warmup
-        self.update_sample = update_sample
+        self.update_sample, self.select_by = update_sample, select_by
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -102,7 +103,7 @@ class PMOESAC(SAC):
             # every expert's reparameterised action and the best expert under the current critic
             dist = self.actor.distribution(obs)
             u, logp = dist.rsample_with_log_prob()
-            k_star = best_expert(torch.tanh(u.detach()), lambda a, obs=obs: self._q_min(obs, a))
+            k_star = best_expert(estimator.candidates(dist, u), lambda a, obs=obs: self._q_min(obs, a))
             batch = ActorBatch(obs, dist, u, logp, k_star)
 
             # temperature
