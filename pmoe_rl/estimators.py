@@ -120,6 +120,12 @@ class PMOE(ActorLoss):
     Only expert k*'s action is re-scored with autograd (the K-way scoring that chose k* ran without it;
     DESIGN.md principle 4). ``expert_update="all"`` instead sums every expert's own SAC loss (NCERL). The
     temperature uses expert k*'s log-density (``alpha_logp="best"``, official) or the mixture's (``mixture``).
+
+    ``update_sample``: the official code takes L_pi (and the temperature's log pi) on the very sample that won the
+    choice of k* (``selected``); that sample's noise is conditioned on the critic, which biases the gradient (the
+    squash term pushes the mean away from the critic's maximum, the noise scale grows; docs/pmoe_diagnosis.md).
+    ``fresh`` (default) draws a new sample of expert k*: given k*, an unbiased SAC gradient of that expert.
+    ``select_by``: k* compares each expert's sample (``sample``, official) or its mean action (``mean``).
     """
 
     expert_update: options.ExpertUpdate = options.EXPERT_UPDATE
@@ -138,7 +144,7 @@ class PMOE(ActorLoss):
         if self.expert_update == "all":
             policy_loss = (alpha * logp - q_fn(obs, torch.tanh(u))).sum(-1).mean()
         else:
-            if self.update_sample == "fresh":
+            if self.update_sample == "fresh" and dist.n_experts > 1:  # one expert: no choice, plain SAC
                 u_star, logp_star = dist.expert_sample(k_star)
             else:
                 u_star, logp_star = gather_expert(u, k_star), gather_expert(logp, k_star)
@@ -150,7 +156,7 @@ class PMOE(ActorLoss):
 
     @torch.no_grad()
     def temperature_log_prob(self, batch: ActorBatch) -> torch.Tensor:
-        if self.update_sample == "fresh":  # a draw of expert k* not chosen by the critic, as in the actor loss
+        if self.update_sample == "fresh" and batch.dist.n_experts > 1:  # a draw of k* the critic did not choose
             u, logp = batch.dist.expert_sample(batch.k_star)
         else:
             u, logp = gather_expert(batch.u, batch.k_star), gather_expert(batch.logp, batch.k_star)

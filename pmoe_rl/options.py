@@ -51,7 +51,7 @@ GATE_LOSS: GateLoss = "mse"
 GATE_LOSS_WEIGHT = 1.0
 TARGET_LOGP: TargetLogp = "component"
 ALPHA_LOGP: AlphaLogp = "best"
-UPDATE_SAMPLE: UpdateSample = "selected"
+UPDATE_SAMPLE: UpdateSample = "fresh"  # the official code: "selected" (docs/pmoe_diagnosis.md)
 SELECT_BY: SelectBy = "sample"
 # The baseline estimators (their papers' settings are unknown; docs/algorithms.md).
 GUMBEL_TAU = 1.0

@@ -149,12 +149,15 @@ def main() -> None:
     metrics = [m for m in METRICS if m in trace[0]]
     header = " | ".join(f"{m} (first half / second half)" for m in metrics)
     lines = [f"| variant | final return per seed | {header} |", "|---|---|" + "---|" * len(metrics)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3), squeeze=False)
+    cols = (len(metrics) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 5.6), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
     for variant in args.variants:
         rows = [r for r in trace if r["variant"] == variant and "noise_alignment" in r]
         updates = sorted({r["update"] for r in rows})
         cells = []
-        for ax, m in zip(axes[0], metrics):
+        for ax, m in zip(axes.flat, metrics):
             curve = np.array([np.mean([r[m] for r in rows if r["update"] == u]) for u in updates])
             ax.plot(updates, curve, label=variant)
             ax.set_title(m, fontsize=9)

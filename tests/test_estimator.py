@@ -38,13 +38,22 @@ def test_best_expert_is_argmax_of_q():
     assert len(set(k_star.tolist())) > 1  # the test exercises several experts
 
 
-def test_actor_loss_value_and_gradient_reach_only_the_best_expert():
+@pytest.mark.parametrize("update_sample", ["selected", "fresh"])
+def test_actor_loss_value_and_gradient_reach_only_the_best_expert(update_sample):
     policy, obs, dist, u, logp = forward()
     alpha = torch.tensor(0.2)
     k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
-    out = PMOE()(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
+    torch.manual_seed(5)
+    out = PMOE(update_sample=update_sample)(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
     rows = torch.arange(32)
-    expected = (alpha * logp[rows, k_star] - toy_q(obs, torch.tanh(u[rows, k_star]))).mean()
+    if update_sample == "selected":  # the official loss: the sample that won
+        u_star, logp_star = u[rows, k_star], logp[rows, k_star]
+    else:  # a new draw of expert k*, with the same generator state
+        torch.manual_seed(5)
+        eps = torch.randn(32, 2)
+        u_star = dist.mean[rows, k_star] + dist.log_std[rows, k_star].exp() * eps
+        logp_star = dist.component_log_prob(u_star.unsqueeze(1).expand(-1, 3, -1))[rows, k_star]
+    expected = (alpha * logp_star - toy_q(obs, torch.tanh(u_star))).mean()
     torch.testing.assert_close(out["policy_loss"], expected)
 
     out["policy_loss"].backward(retain_graph=True)
