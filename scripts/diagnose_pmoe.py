@@ -151,7 +151,7 @@ def main() -> None:
     lines = [f"| variant | final return per seed | {header} |", "|---|---|" + "---|" * len(metrics)]
     cols = (len(metrics) + 1) // 2
     fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 5.6), squeeze=False)
-    for ax in axes.flat[len(metrics):]:
+    for ax in axes.flat[len(metrics) :]:
         ax.axis("off")
     for variant in args.variants:
         rows = [r for r in trace if r["variant"] == variant and "noise_alignment" in r]
