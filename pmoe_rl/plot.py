@@ -63,11 +63,12 @@ class Run:
         return float(area / (self.steps[-1] - self.steps[0]))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_config(d: dict, prefix: str = "") -> dict:
+    """A nested config as dotted keys: ``{'sac': {'gamma': 0.99}}`` -> ``{'sac.gamma': 0.99}``."""
     out = {}
     for key, value in d.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten_config(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -75,7 +76,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def read_run(path: Path) -> Run | None:
     """A run directory's config and evaluations (None when it has no evaluation yet)."""
-    config = _flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    config = flatten_config(yaml.safe_load((path / "config.yaml").read_text()) or {})
     with open(path / "progress.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("eval/mean_reward")]
     if not rows:

@@ -56,9 +56,9 @@ import numpy as np
 from pmoe_rl import imitate, train
 from pmoe_rl.checkpoint import write_text_atomic
 from pmoe_rl.cli import Parser, entry_point
-from pmoe_rl.config import Config, apply_dict, load_yaml, to_dict
-from pmoe_rl.errors import ConfigError, PmoeError
-from pmoe_rl.plot import read_run
+from pmoe_rl.config import Config, apply_dict, from_dict, load_yaml, resumable, to_dict
+from pmoe_rl.errors import ConfigError, PmoeError, RunDirError
+from pmoe_rl.plot import flatten_config, read_run
 
 SPEC_KEYS = ("name", "base", "variants", "grid", "resources")
 RESOURCES = {"cpus": 1.0, "gpus": 0.0, "threads": None}
@@ -74,10 +74,24 @@ class Trial:
 
     @property
     def status(self) -> str:
-        """``finished``, ``partial`` (a checkpoint to continue from) or ``pending``."""
-        if (self.run_dir / DONE).is_file():
+        """``finished`` (for its current step budget), ``partial`` (a checkpoint to continue from) or ``pending``."""
+        done = self.run_dir / DONE
+        if done.is_file() and json.loads(done.read_text()).get("steps", 0) >= self.config["steps"]:
             return "finished"
         return "partial" if (self.run_dir / "checkpoints" / "latest").is_file() else "pending"
+
+    def check_saved_config(self) -> None:
+        """Refuse to continue or skip a trial whose run directory was trained with other values than the spec's now
+        (the run-level options that a resume may change aside)."""
+        if self.status == "pending" or not (self.run_dir / "config.yaml").is_file():
+            return
+        saved = flatten_config(to_dict(from_dict(load_yaml(self.run_dir / "config.yaml"))))
+        wanted = flatten_config(self.config)
+        changed = [k for k in wanted if not resumable(k.split(".")[0]) and saved.get(k) != wanted[k]]
+        if changed:
+            diff = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed[:3])
+            raise RunDirError(f"trial {self.name} in {self.run_dir} was run with other values than the spec's "
+                              f"({diff}); use another --out or remove that directory")  # fmt: skip
 
 
 @dataclass
@@ -162,6 +176,8 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> Spec:
         except PmoeError as exc:  # an invalid value or combination, an unknown environment, a missing dataset
             raise type(exc)(f"sweep spec {path}, trial {trial}: {exc}") from None
         trials.append(Trial(trial, swept, to_dict(cfg), out / "trials" / trial))
+    for t in trials:
+        t.check_saved_config()
     names = [t.name for t in trials]
     if len(set(names)) < len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
@@ -195,7 +211,7 @@ def run_trial(params: dict, table: dict) -> None:
     start = time.time()
     with open(log_file, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         train.run(train.build_parser().parse_args([*argv, "--no-progress"]), base, on_evaluation=report)
-    write_text_atomic(run_dir / DONE, json.dumps({"trial": trial.name, "swept": trial.swept,
+    write_text_atomic(run_dir / DONE, json.dumps({"trial": trial.name, "swept": trial.swept, "steps": steps,
                                                   "last_attempt_s": time.time() - start}) + "\n")  # fmt: skip
 
 

@@ -17,11 +17,13 @@ every ``--every``-th update, on that update's minibatch, with the policy and cri
   ``critic_error`` |argmax_a Q(x, a) - x| (over a grid of 201 actions).
 
 Writes ``DIR/trace.jsonl`` (one record per variant, seed and probe), ``DIR/summary.md`` and ``DIR/diagnosis.png``.
+With ``--checkpoints RUN...`` it trains nothing and probes finished runs' final checkpoints on their replay buffers.
 
     python scripts/diagnose_pmoe.py --env pmoe_rl/IdentityBox-v0 --steps 400 --every 10 --seeds 0 1 2 \\
         --variants official fresh gaussian --config configs/identity_sac.yaml --out results/diagnose_identity
     python scripts/diagnose_pmoe.py --env Hopper-v5 --steps 10000 --every 250 --eval-every 5000 \\
         --eval-episodes 5 --seeds 0 --variants official fresh gaussian --out results/diagnose_hopper
+    python scripts/diagnose_pmoe.py --checkpoints results/issue15_hopper/runs/*_s2
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pmoe_rl import train  # noqa: E402
+from pmoe_rl import checkpoint, train  # noqa: E402
 from pmoe_rl.agents.sac import SAC  # noqa: E402
+from pmoe_rl.config import from_dict  # noqa: E402
 from pmoe_rl.envs import IDENTITY  # noqa: E402
 from pmoe_rl.errors import cli_main  # noqa: E402
 from pmoe_rl.mixture import SquashedMixture, best_expert, gather_expert, squashed_sample  # noqa: E402
@@ -124,6 +127,20 @@ def run(variant: str, seed: int, args, trace: list[dict]) -> float:
         return [float(r["eval/mean_reward"]) for r in csv.DictReader(f) if r["eval/mean_reward"]][-1]
 
 
+def probe_checkpoint(run_dir: str, batches: int = 20) -> dict[str, float]:
+    """The probe's statistics at a finished run's final checkpoint (its policy, critic and replay buffer), averaged
+    over ``batches`` minibatches of 256 states."""
+    ckpt = checkpoint.load(run_dir, with_state=True)
+    cfg = from_dict(ckpt.meta["config"])
+    obs_dim, act_dim = ckpt.meta["observation_space"]["shape"][0], ckpt.meta["action_space"]["shape"][0]
+    agent = SAC(cfg, obs_dim, act_dim, torch.device("cpu"))
+    agent.load_weights(ckpt.weights)
+    agent.load_extra_state(ckpt.state)
+    gen = torch.Generator().manual_seed(0)
+    rows = [probe(agent, agent.buffer.sample(256).obs, False, gen) for _ in range(batches)]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default=IDENTITY)
@@ -134,8 +151,17 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["official", "fresh"], choices=list(VARIANTS))
     p.add_argument("--config", help="a pmoe-rl config file (configs/identity_sac.yaml: SB3's identity test)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="where the runs, trace and figure go")
+    p.add_argument("--checkpoints", nargs="+", metavar="RUN", help="instead of training: probe these finished SAC "
+                   "runs' final checkpoints and print one table row each")  # fmt: skip
     args = p.parse_args()
+    if args.checkpoints:
+        for run in args.checkpoints:
+            stats = probe_checkpoint(run)
+            print(f"| {run} | " + " | ".join(f"{k} {v:.3f}" for k, v in stats.items()) + " |")
+        return
+    if not args.out:
+        p.error("--out is required unless --checkpoints is given")
     args.eval_every = args.eval_every or args.steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -110,3 +110,23 @@ def test_smoke_sweep_interrupted_then_rerun_resumes_and_plots(tmp_path):
         assert (figures / name).is_file(), sorted(p.name for p in figures.iterdir())
     for png in figures.glob("*.png"):
         assert matplotlib.image.imread(png)[..., :3].std() > 0.01, png  # not blank
+
+
+def test_a_trial_directory_trained_with_other_values_is_refused(tmp_path, capsys):
+    """A spec edited after its trials ran must not skip or continue them silently; a larger step budget is fine (the
+    finished trial is continued)."""
+    spec = sweep.load_spec(SMOKE, tmp_path)
+    trial = spec.trials[0]
+    (trial.run_dir / "checkpoints").mkdir(parents=True)
+    (trial.run_dir / "checkpoints" / "latest").write_text("step_000001000\n")
+    (trial.run_dir / sweep.DONE).write_text('{"steps": 1000}\n')
+    saved = {**trial.config, "sac": {**trial.config["sac"], "gamma": 0.9}}
+    (trial.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert cli_main(sweep.main, [str(SMOKE), "--out", str(tmp_path), "--results"]) == 2
+    assert "was run with other values than the spec's (sac.gamma: 0.9 -> 0.99)" in capsys.readouterr().err
+
+    (trial.run_dir / "config.yaml").write_text(yaml.safe_dump({**trial.config, "steps": 500}))
+    assert sweep.load_spec(SMOKE, tmp_path).trials[0].status == "finished"
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(SMOKE.read_text().replace("steps: 1000", "steps: 2000"))
+    assert sweep.load_spec(bigger, tmp_path).trials[0].status == "partial"  # continued to the new budget
