@@ -156,9 +156,9 @@ def main() -> None:
                    "runs' final checkpoints and print one table row each")  # fmt: skip
     args = p.parse_args()
     if args.checkpoints:
-        for run in args.checkpoints:
-            stats = probe_checkpoint(run)
-            print(f"| {run} | " + " | ".join(f"{k} {v:.3f}" for k, v in stats.items()) + " |")
+        for run_dir in args.checkpoints:
+            stats = probe_checkpoint(run_dir)
+            print(f"| {run_dir} | " + " | ".join(f"{k} {v:.3f}" for k, v in stats.items()) + " |")
         return
     if not args.out:
         p.error("--out is required unless --checkpoints is given")
