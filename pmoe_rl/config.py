@@ -61,6 +61,9 @@ class NetConfig(Section):
     """upper clamp of the state-dependent log-std"""
     gate_input: options.GateInput = options.GATE_INPUT
     """gate input: the detached trunk features (official) or the raw observation (co-author script)"""
+    mean_init: options.MeanInit = options.MEAN_INIT
+    """SAC mixture (K > 1): the mean head's initialisation, U(+-1e-3) (small, official: every expert starts at the same
+    action) or PyTorch's nn.Linear default (default: the experts start at different actions)"""
     eval_expert: options.EvalExpert = options.EVAL_EXPERT
     """deterministic acting: the mean of the most probable expert (argmax) or of one drawn from the gate (sample,
     the official evaluation)"""

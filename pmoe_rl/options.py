@@ -24,6 +24,7 @@ TargetLogp = Literal["component", "mixture"]
 AlphaLogp = Literal["best", "mixture"]
 UpdateSample = Literal["selected", "fresh"]
 SelectBy = Literal["sample", "mean"]
+MeanInit = Literal["small", "default"]
 ScoreBaseline = Literal["experts", "batch", "none"]
 Warmup = Literal["policy", "uniform"]
 Ratio = Literal["mixture", "component"]
@@ -53,6 +54,7 @@ TARGET_LOGP: TargetLogp = "component"
 ALPHA_LOGP: AlphaLogp = "best"
 UPDATE_SAMPLE: UpdateSample = "fresh"  # the official code: "selected" (docs/pmoe_diagnosis.md)
 SELECT_BY: SelectBy = "sample"
+MEAN_INIT: MeanInit = "small"  # the official U(+-1e-3) mean head
 # The baseline estimators (their papers' settings are unknown; docs/algorithms.md).
 GUMBEL_TAU = 1.0
 GUMBEL_HARD = True

@@ -30,7 +30,7 @@ class MixturePolicy(nn.Module):
                  log_std_min: float = options.LOG_STD_MIN, log_std_max: float = options.LOG_STD_MAX,
                  gate_input: options.GateInput = options.GATE_INPUT,
                  eval_expert: options.EvalExpert = options.EVAL_EXPERT,
-                 activation: type[nn.Module] = nn.ReLU):  # fmt: skip
+                 activation: type[nn.Module] = nn.ReLU, mean_init: options.MeanInit = options.MEAN_INIT):  # fmt: skip
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts = obs_dim, act_dim, n_experts
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
@@ -39,7 +39,10 @@ class MixturePolicy(nn.Module):
         latent = hidden[-1] if len(hidden) else obs_dim  # no hidden layer: linear heads on the input
         self.mean_head = nn.Linear(latent, n_experts * act_dim)
         self.log_std_head = nn.Linear(latent, n_experts * act_dim)
-        for head in (self.mean_head, self.log_std_head):
+        # official: both heads U(+-1e-3), so every expert starts at the same action; mean_init="default" keeps
+        # PyTorch's init of a mixture's mean head, so the experts start at different actions (one expert: official)
+        distinct = mean_init == "default" and n_experts > 1
+        for head in (self.log_std_head,) if distinct else (self.mean_head, self.log_std_head):
             nn.init.uniform_(head.weight, -1e-3, 1e-3)
             nn.init.uniform_(head.bias, -1e-3, 1e-3)
         self.gate = nn.Linear(obs_dim if gate_input == "obs" else latent, n_experts) if n_experts > 1 else None

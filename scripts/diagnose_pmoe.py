@@ -113,7 +113,7 @@ def run(variant: str, seed: int, args, trace: list[dict]) -> float:
         return original(self, batch, with_metrics)
 
     run_dir = Path(args.out) / "runs" / f"{variant}_s{seed}"
-    config = ["--config", args.config] if args.config else []
+    config = (["--config", args.config] if args.config else []) + [x for kv in args.set for x in ("--set", kv)]
     argv = ["--env", args.env, "--seed", str(seed), "--steps", str(args.steps), "--eval-every", str(args.eval_every),
             "--eval-episodes", str(args.eval_episodes), "--checkpoint-every", "0", "--log-every", str(args.steps),
             "--threads", "1", "--no-progress", "--overwrite", "--run-dir", str(run_dir), *config,
@@ -150,6 +150,7 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["official", "fresh"], choices=list(VARIANTS))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run")
     p.add_argument("--config", help="a pmoe-rl config file (configs/identity_sac.yaml: SB3's identity test)")
     p.add_argument("--out", help="where the runs, trace and figure go")
     p.add_argument("--checkpoints", nargs="+", metavar="RUN", help="instead of training: probe these finished SAC "

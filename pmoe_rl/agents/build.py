@@ -57,9 +57,8 @@ def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | Com
             ppo.clip_obs,
             net.eval_expert,
         )
-    return MixturePolicy(
-        obs_dim, act_dim, cfg.n_experts, net.hidden, net.log_std_min, net.log_std_max, net.gate_input, net.eval_expert
-    )
+    return MixturePolicy(obs_dim, act_dim, cfg.n_experts, net.hidden, net.log_std_min, net.log_std_max, net.gate_input,
+                         net.eval_expert, mean_init=net.mean_init)  # fmt: skip
 
 
 def load_policy(

@@ -83,7 +83,7 @@ def _sac(cfg: Config, env, device, overrides: dict) -> PMOESAC:
                 device=device)  # fmt: skip
     args["policy_kwargs"] = dict(net_arch=dict(pi=net.hidden, qf=sac.critic_hidden), n_experts=cfg.n_experts,
                                  **{name: getattr(net, name) for name in ("gate_input", "eval_expert", "log_std_min",
-                                                                          "log_std_max")})  # fmt: skip
+                                                                          "log_std_max", "mean_init")})  # fmt: skip
     args.update(overrides)
     return PMOESAC("MlpPolicy", env, **args)
 

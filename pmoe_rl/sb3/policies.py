@@ -108,7 +108,8 @@ class MixtureSACPolicy(SACPolicy):
     """SB3 ``SACPolicy`` with a Gaussian-mixture actor. Extra keyword arguments (``policy_kwargs``):
     ``n_experts`` (4), ``gate_input`` (``detached_latent`` | ``obs``), ``eval_expert`` (``argmax``: deterministic
     acting is the most probable expert's mean | ``sample``: of an expert drawn from the gate, the official
-    evaluation), ``log_std_min`` / ``log_std_max`` (-20, 2). The actor's hidden layers are ``net_arch`` (or its
+    evaluation), ``log_std_min`` / ``log_std_max`` (-20, 2), ``mean_init`` (``small`` | ``default``, the mean head's
+    initialisation). The actor's hidden layers are ``net_arch`` (or its
     ``pi`` entry) with ``activation_fn`` (ReLU) and rlkit's initialisation (docs/algorithms.md)."""
 
     actor: MixtureActor
@@ -121,6 +122,7 @@ class MixtureSACPolicy(SACPolicy):
         eval_expert: options.EvalExpert = options.EVAL_EXPERT,
         log_std_min: float = options.LOG_STD_MIN,
         log_std_max: float = options.LOG_STD_MAX,
+        mean_init: options.MeanInit = options.MEAN_INIT,
         **kwargs,
     ):
         if kwargs.get("use_sde"):
@@ -131,6 +133,7 @@ class MixtureSACPolicy(SACPolicy):
             eval_expert=eval_expert,
             log_std_min=log_std_min,
             log_std_max=log_std_max,
+            mean_init=mean_init,
         )
         super().__init__(*args, **kwargs)
 
