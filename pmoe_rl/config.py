@@ -529,10 +529,6 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def from_dict(values: dict) -> Config:
-    """The config a run saved (its ``config.yaml``, a checkpoint's). Options added since keep the behaviour the run
-    had: a run saved before ``sac.update_sample`` existed used the selected sample."""
-    if values.get("algo", "sac") == "sac" and "update_sample" not in values.get("sac", {"update_sample": None}):
-        values = {**values, "sac": {**values["sac"], "update_sample": "selected"}}
     return apply_dict(Config(), values)
 
 

@@ -122,9 +122,9 @@ class PMOE(ActorLoss):
     temperature uses expert k*'s log-density (``alpha_logp="best"``, official) or the mixture's (``mixture``).
 
     ``update_sample``: the official code takes L_pi (and the temperature's log pi) on the very sample that won the
-    choice of k* (``selected``); that sample's noise is conditioned on the critic, which biases the gradient (the
-    squash term pushes the mean away from the critic's maximum, the noise scale grows; docs/pmoe_diagnosis.md).
-    ``fresh`` (default) draws a new sample of expert k*: given k*, an unbiased SAC gradient of that expert.
+    choice of k* (``selected``, default); that sample's noise is conditioned on the critic, which biases the gradient
+    (the squash term pushes the mean away from the critic's maximum, the noise scale grows; docs/pmoe_diagnosis.md).
+    ``fresh`` draws a new sample of expert k*: given k*, an unbiased SAC gradient of that expert.
     ``select_by``: k* compares each expert's sample (``sample``, official) or its mean action (``mean``).
     """
 

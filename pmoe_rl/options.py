@@ -52,7 +52,7 @@ GATE_LOSS: GateLoss = "mse"
 GATE_LOSS_WEIGHT = 1.0
 TARGET_LOGP: TargetLogp = "component"
 ALPHA_LOGP: AlphaLogp = "best"
-UPDATE_SAMPLE: UpdateSample = "fresh"  # the official code: "selected" (docs/pmoe_diagnosis.md)
+UPDATE_SAMPLE: UpdateSample = "selected"  # "fresh" is unbiased but loses MultiGoal's modes (docs/pmoe_diagnosis.md)
 SELECT_BY: SelectBy = "sample"
 MEAN_INIT: MeanInit = "small"  # the official U(+-1e-3) mean head
 # The baseline estimators (their papers' settings are unknown; docs/algorithms.md).

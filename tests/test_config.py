@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pmoe_rl.config import Config, apply_dict, from_dict, load_yaml, set_value, to_dict, validate
+from pmoe_rl.config import Config, apply_dict, load_yaml, set_value, validate
 from pmoe_rl.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -79,11 +79,3 @@ def test_ppo_minibatch_larger_than_the_rollout_is_refused():
     cfg = set_value(cfg, "ppo.batch_size=256")
     with pytest.raises(ConfigError, match="larger than a rollout of ppo.n_steps x num_envs = 128"):
         validate(cfg)
-
-
-def test_runs_saved_before_update_sample_existed_keep_the_official_sample():
-    """A config saved before ``sac.update_sample`` existed resumes with the behaviour it was trained with."""
-    old = to_dict(Config(env="Hopper-v5"))
-    del old["sac"]["update_sample"]
-    assert from_dict(old).sac.update_sample == "selected"
-    assert from_dict(to_dict(Config(env="Hopper-v5"))).sac.update_sample == "fresh"  # the default now

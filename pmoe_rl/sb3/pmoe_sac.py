@@ -29,8 +29,8 @@ class PMOESAC(SAC):
     ``PMOESAC("MlpPolicy", env, policy_kwargs=dict(n_experts=4))``; every other argument is SAC's. PMOE options
     (defaults: the official code, shared with the native agent through :mod:`pmoe_rl.options`): ``expert_update``
     (``best`` | ``all``), ``gate_loss`` (``mse`` | ``ce``), ``gate_loss_weight`` (1.0), ``target_logp``
-    (``component`` | ``mixture``), ``alpha_logp`` (``best`` | ``mixture``), ``update_sample`` (``fresh`` | ``selected``,
-    the official code; docs/pmoe_diagnosis.md). ``warmup``: the actions of the first
+    (``component`` | ``mixture``), ``alpha_logp`` (``best`` | ``mixture``), ``update_sample`` (``selected`` |
+    ``fresh``; docs/pmoe_diagnosis.md), ``select_by`` (``sample`` | ``mean``). ``warmup``: the actions of the first
     ``learning_starts`` steps, uniform random (``uniform``, SB3's behaviour and this class's default) or the
     initial policy (``policy``, the official code's and the native agent's default). Logs SAC's ``train/*`` values
     plus ``train/gate_loss``, ``train/gate_entropy`` and ``train/best_expert_freq_k``.
