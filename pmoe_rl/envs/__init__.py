@@ -26,12 +26,22 @@ if MULTIGOAL not in gym.registry:
 IDENTITY = "pmoe_rl/IdentityBox-v0"
 
 
+class _SeededReset(gym.Wrapper):
+    """``reset(seed=s)`` also seeds the observation space, which SB3's identity tasks draw their states from (their
+    own reset does not seed it, so runs would differ from process to process)."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.env.observation_space.seed(seed)
+        return self.env.reset(seed=seed, options=options)
+
+
 def _identity_box(eps: float = 0.5, ep_length: int = 100, render_mode: str | None = None) -> gym.Env:
     """SB3's continuous identity task (``stable_baselines3.common.envs.IdentityEnvBox``: observation x ~ U[-1, 1],
     reward 1 when |a - x| < eps, 100 steps), the sanity test SB3 runs every continuous-action algorithm on."""
     from stable_baselines3.common.envs import IdentityEnvBox
 
-    return IdentityEnvBox(eps=eps, ep_length=ep_length)
+    return _SeededReset(IdentityEnvBox(eps=eps, ep_length=ep_length))
 
 
 if IDENTITY not in gym.registry:
