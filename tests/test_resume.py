@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import SMALL
 
 from pmoe_rl import checkpoint, train
@@ -18,6 +19,7 @@ def read_progress(run_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = [

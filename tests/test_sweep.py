@@ -66,6 +66,7 @@ def statuses(out: Path) -> dict[str, str]:
     return {t.name: t.status for t in sweep.load_spec(SMOKE, out).trials}
 
 
+@pytest.mark.slow
 def test_smoke_sweep_interrupted_then_rerun_resumes_and_plots(tmp_path):
     """The smoke spec on a local Ray, 2 trials at a time: SIGINT once a trial has finished and another has a
     checkpoint; the rerun of the same command skips the finished trials, continues the others from their
