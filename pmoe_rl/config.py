@@ -500,10 +500,14 @@ def set_value(cfg: Config, assignment: str) -> Config:
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects KEY=VALUE (for example sac.batch_size=512), got '{assignment}'")
-    nested: Any = parse_value(raw)
-    for part in reversed(key.strip().split(".")):
-        nested = {part: nested}
-    return apply_dict(cfg, nested)
+    return apply_dict(cfg, nested(key.strip(), parse_value(raw)))
+
+
+def nested(key: str, value: Any) -> dict:
+    """A dotted key's value as nested config values: ``nested("sac.gamma", 0.9)`` -> ``{"sac": {"gamma": 0.9}}``."""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -39,6 +39,7 @@ node sees (a shared file system) and pmoe-rl installed on every node.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import io
@@ -56,7 +57,7 @@ import numpy as np
 from pmoe_rl import imitate, train
 from pmoe_rl.checkpoint import write_text_atomic
 from pmoe_rl.cli import Parser, entry_point
-from pmoe_rl.config import Config, apply_dict, from_dict, load_yaml, resumable, to_dict
+from pmoe_rl.config import Config, apply_dict, from_dict, load_yaml, nested, resumable, to_dict
 from pmoe_rl.errors import ConfigError, PmoeError, RunDirError
 from pmoe_rl.plot import flatten_config, read_run
 
@@ -100,12 +101,6 @@ class Spec:
     out: Path
     trials: list[Trial]
     resources: dict
-
-
-def _nested(key: str, value) -> dict:
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
 
 
 def _slug(key: str, value) -> str:
@@ -165,7 +160,7 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> Spec:
             if cfg.algo == "imitate":  # as python -m pmoe_rl.imitate: evaluate and log after every round
                 cfg = apply_dict(cfg, {k: v for k, v in imitate.BASE.items() if k not in base})
             for key, value in point.items():
-                cfg = apply_dict(cfg, _nested(key, value))
+                cfg = apply_dict(cfg, nested(key, value))
             cfg = train.complete(cfg)
             if cfg.dataset and Path(cfg.dataset).exists():  # a dataset directory (not an id): absolute
                 cfg.dataset = str(Path(cfg.dataset).resolve())
@@ -301,7 +296,7 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m pmoe_rl.sweep", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-               formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+               formatter_class=argparse.RawDescriptionHelpFormatter,
                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     p.add_argument("spec", metavar="SPEC.yaml", help="the sweep spec (configs/sweeps/ has examples)")
     p.add_argument("--out", metavar="DIR", help="the sweep's folder: trials' run directories, results.csv, Ray's "
