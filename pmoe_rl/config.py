@@ -119,6 +119,9 @@ class SACConfig(Section):
     update_sample: options.UpdateSample = options.UPDATE_SAMPLE
     """PMOE: the sample the best expert is updated on: the one that won the choice of k* (selected, official) or a new
     draw of expert k* (fresh: the noise is not conditioned on the critic)"""
+    policy_logp: options.PolicyLogp = options.POLICY_LOGP
+    """PMOE: log pi in the actor loss L_pi: of each sample's own expert (component, official) or the mixture's
+    (mixture: overlapping experts are penalised, which keeps them apart when every expert is updated)"""
     select_by: options.SelectBy = options.SELECT_BY
     """PMOE: what the critic compares to choose the best expert k*: each expert's sampled action (sample, official) or
     its mean action (mean)"""

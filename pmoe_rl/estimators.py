@@ -134,6 +134,7 @@ class PMOE(ActorLoss):
     alpha_logp: options.AlphaLogp = options.ALPHA_LOGP
     update_sample: options.UpdateSample = options.UPDATE_SAMPLE
     select_by: options.SelectBy = options.SELECT_BY
+    policy_logp: options.PolicyLogp = options.POLICY_LOGP
     needs_best_expert: ClassVar[bool] = True
 
     def candidates(self, dist: SquashedMixture, u: torch.Tensor) -> torch.Tensor:
@@ -142,17 +143,25 @@ class PMOE(ActorLoss):
     def __call__(self, batch: ActorBatch, q_fn: QFn, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
         obs, dist, u, logp, k_star = batch
         if self.expert_update == "all":
-            policy_loss = (alpha * logp - q_fn(obs, torch.tanh(u))).sum(-1).mean()
+            policy_loss = (alpha * self.policy_log_prob(dist, u, logp) - q_fn(obs, torch.tanh(u))).sum(-1).mean()
         else:
             if self.update_sample == "fresh" and dist.n_experts > 1:  # one expert: no choice, plain SAC
                 u_star, logp_star = dist.expert_sample(k_star)
             else:
                 u_star, logp_star = gather_expert(u, k_star), gather_expert(logp, k_star)
+            logp_star = self.policy_log_prob(dist, u_star, logp_star)
             policy_loss = (alpha * logp_star - q_fn(obs, torch.tanh(u_star))).mean()
         if dist.n_experts == 1:  # one expert, no gate: plain SAC
             return {"loss": policy_loss, "policy_loss": policy_loss}
         g_loss = gate_loss(dist, k_star, self.gate_loss)
         return {"loss": policy_loss + self.gate_loss_weight * g_loss, "policy_loss": policy_loss, "gate_loss": g_loss}
+
+    def policy_log_prob(self, dist: SquashedMixture, u: torch.Tensor, component_logp: torch.Tensor) -> torch.Tensor:
+        """log pi in L_pi of the samples u: each one's own expert's (``component``, official) or the mixture's, the
+        gate's weights as constants (``mixture``: experts that overlap lower each other's entropy)."""
+        if self.policy_logp == "component" or dist.n_experts == 1:
+            return component_logp
+        return SquashedMixture(dist.mean, dist.log_std, dist.log_w.detach()).mixture_log_prob(u)
 
     @torch.no_grad()
     def temperature_log_prob(self, batch: ActorBatch) -> torch.Tensor:

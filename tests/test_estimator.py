@@ -113,6 +113,54 @@ def test_all_experts_option_sums_every_experts_loss():
     assert (dist.mean.grad.abs().sum(-1) > 0).all()  # every expert learns
 
 
+def torch_mixture_log_prob(dist: SquashedMixture, action: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) of squashed actions a (B, A) by torch.distributions: a gate-weighted mixture of tanh-transformed
+    diagonal Gaussians (the independent reference)."""
+    experts = torch.distributions.TransformedDistribution(
+        torch.distributions.Independent(torch.distributions.Normal(dist.mean, dist.log_std.exp()), 1),
+        torch.distributions.TanhTransform(),
+    )
+    return torch.logsumexp(dist.log_w + experts.log_prob(action.unsqueeze(1)), -1)
+
+
+@pytest.mark.parametrize("expert_update", ["all", "best"])
+def test_mixture_policy_logp_option_scores_each_sample_under_the_whole_mixture(expert_update):
+    """``policy_logp="mixture"``: L_pi takes log pi(a|s) of the mixture (torch.distributions as the reference) at each
+    expert's sample (``all``) or at the best one's; the gate learns only from its frequency regression."""
+    _, obs, dist, u, logp = forward()
+    u = u.clamp(-2, 2)  # TanhTransform's inverse is exact away from +-1
+    alpha = torch.tensor(0.2)
+    k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
+    out = PMOE(expert_update=expert_update, policy_logp="mixture")(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
+    with torch.no_grad():
+        mix = torch.stack([torch_mixture_log_prob(dist, torch.tanh(u[:, k])) for k in range(3)], -1)
+        q = torch.stack([toy_q(obs, torch.tanh(u[:, k])) for k in range(3)], -1)
+        terms = alpha * mix - q
+        expected = terms.sum(-1).mean() if expert_update == "all" else gather_expert(terms, k_star).mean()
+    torch.testing.assert_close(out["policy_loss"], expected, rtol=1e-4, atol=1e-4)
+    out["policy_loss"].backward()
+    assert dist.log_w.grad is None or not dist.log_w.grad.any()  # the weights are constants in L_pi
+
+
+def test_mixture_policy_logp_pushes_overlapping_experts_apart():
+    """Two experts with the same std at means -0.05 and 0.05 and a flat critic: with the mixture's log-density the
+    entropy term moves them apart; with each expert's own, only the squash acts, pulling both toward 0."""
+
+    def distance_gradient(policy_logp):
+        n = 4096
+        mean = torch.tensor([[[-0.05], [0.05]]], requires_grad=True)
+        dist = SquashedMixture(mean.expand(n, 2, 1), torch.full((n, 2, 1), -1.0), torch.full((n, 2), 0.5).log())
+        torch.manual_seed(0)
+        u = dist.rsample()
+        batch = ActorBatch(torch.zeros(n, 1), dist, u, dist.component_log_prob(u), torch.zeros(n, dtype=torch.long))
+        flat_q = lambda obs, a: torch.zeros(a.shape[:-1])  # noqa: E731
+        loss = PMOE(expert_update="all", policy_logp=policy_logp)(batch, flat_q, torch.tensor(1.0))
+        (grad,) = torch.autograd.grad(loss["policy_loss"], mean)
+        return (grad[0, 1] - grad[0, 0]).item()  # d loss / d(mu_1 - mu_0), up to a factor 2
+
+    assert distance_gradient("mixture") < -0.1 < 0.1 < distance_gradient("component")
+
+
 def test_single_expert_is_plain_sac_actor_loss():
     _, obs, dist, u, logp = forward(k=1)
     alpha = torch.tensor(0.3)

@@ -8,6 +8,7 @@ as the native agent (docs/algorithms.md).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import torch
@@ -30,10 +31,11 @@ class PMOESAC(SAC):
     (defaults: the official code, shared with the native agent through :mod:`pmoe_rl.options`): ``expert_update``
     (``best`` | ``all``), ``gate_loss`` (``mse`` | ``ce``), ``gate_loss_weight`` (1.0), ``target_logp``
     (``component`` | ``mixture``), ``alpha_logp`` (``best`` | ``mixture``), ``update_sample`` (``selected`` |
-    ``fresh``; docs/pmoe_diagnosis.md), ``select_by`` (``sample`` | ``mean``). ``warmup``: the actions of the first
-    ``learning_starts`` steps, uniform random (``uniform``, SB3's behaviour and this class's default) or the
-    initial policy (``policy``, the official code's and the native agent's default). Logs SAC's ``train/*`` values
-    plus ``train/gate_loss``, ``train/gate_entropy`` and ``train/best_expert_freq_k``.
+    ``fresh``; docs/pmoe_diagnosis.md), ``select_by`` (``sample`` | ``mean``), ``policy_logp`` (``component`` |
+    ``mixture``). ``warmup``: the actions of the first ``learning_starts`` steps, uniform random (``uniform``,
+    SB3's behaviour and this class's default) or the initial policy (``policy``, the official code's and the native
+    agent's default). Logs SAC's ``train/*`` values plus ``train/gate_loss``, ``train/gate_entropy`` and
+    ``train/best_expert_freq_k``.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -54,12 +56,13 @@ class PMOESAC(SAC):
         alpha_logp: options.AlphaLogp = options.ALPHA_LOGP,
         update_sample: options.UpdateSample = options.UPDATE_SAMPLE,
         select_by: options.SelectBy = options.SELECT_BY,
+        policy_logp: options.PolicyLogp = options.POLICY_LOGP,
         warmup: options.Warmup = "uniform",
         **kwargs,
     ):
         self.expert_update, self.gate_loss, self.gate_loss_weight = expert_update, gate_loss, gate_loss_weight
         self.target_logp, self.alpha_logp, self.warmup = target_logp, alpha_logp, warmup
-        self.update_sample, self.select_by = update_sample, select_by
+        self.update_sample, self.select_by, self.policy_logp = update_sample, select_by, policy_logp
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -67,9 +70,7 @@ class PMOESAC(SAC):
         if not isinstance(self.policy, MixtureSACPolicy):
             raise ValueError(f"PMOESAC needs a MixtureSACPolicy, got {type(self.policy).__name__}")
         # the same loss object as the native agent, built once (also after load, which sets the options first)
-        self.estimator = PMOE(
-            self.expert_update, self.gate_loss, self.gate_loss_weight, self.alpha_logp, self.update_sample
-        )
+        self.estimator = PMOE(**{field.name: getattr(self, field.name) for field in dataclasses.fields(PMOE)})
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "estimator"]  # rebuilt from the saved options
