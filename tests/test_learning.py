@@ -1,6 +1,7 @@
-"""Seeded learning tests, CPU: SB3's continuous identity test for PMOE-SAC; on InvertedPendulum-v5 with the default
-hyperparameters PMOE-SAC (K=4) and Gaussian SAC reach a deterministic evaluation return >= 900 within 20,000
-environment steps (stock SB3 SAC gets there at about 14,000), PPO and PMOE-PPO (K=5) >= 800 within 100,000."""
+"""Seeded learning tests, CPU: SB3's continuous identity test for PMOE-SAC and Gaussian SAC; on InvertedPendulum-v5
+with the default hyperparameters PMOE-SAC (K=4) reaches a deterministic evaluation return >= 900 within 20,000
+environment steps (stock SB3 SAC gets there at about 14,000), PPO and PMOE-PPO (K=5) >= 800 within 100,000, and a
+learner imitates the trained PPO expert."""
 
 import csv
 from pathlib import Path
@@ -52,33 +53,39 @@ def best_evaluation(run_dir, args: list[str], steps: int, eval_every: int, targe
 IDENTITY_CONFIG = Path(__file__).parents[1] / "configs" / "identity_sac.yaml"
 
 
+IDENTITY_VARIANTS = {
+    "pmoe-fresh": ["--policy", "pmoe", "--set", "sac.update_sample=fresh"],
+    "gaussian": ["--policy", "gaussian"],
+}
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_pmoe_sac_with_fresh_sample_passes_sb3_identity_test(seed, tmp_path):
+@pytest.mark.parametrize("variant", IDENTITY_VARIANTS)
+def test_sac_passes_sb3_identity_test(variant, seed, tmp_path):
     """SB3's identity test (configs/identity_sac.yaml: 400 steps, 20 deterministic episodes, threshold 90) for
-    PMOE-SAC (K=4) with the unbiased best-expert update, ``sac.update_sample=fresh``. The official estimator (the
-    default) scores 15-18 here: it takes the loss on the sample the critic chose (docs/pmoe_diagnosis.md)."""
-    args = ["--config", str(IDENTITY_CONFIG), "--seed", str(seed), "--set", "sac.update_sample=fresh", "--threads", "1",
+    PMOE-SAC (K=4) with the unbiased best-expert update, ``sac.update_sample=fresh``, and for Gaussian SAC. The
+    official estimator scores 15-18 here: it takes the loss on the sample the critic chose (docs/pmoe_diagnosis.md)."""
+    args = ["--config", str(IDENTITY_CONFIG), "--seed", str(seed), *IDENTITY_VARIANTS[variant], "--threads", "1",
             "--run-dir", str(tmp_path), "--no-progress"]  # fmt: skip
     assert cli_main(train.main, args) == 0
     with open(tmp_path / "progress.csv") as f:
         final = [float(r["eval/mean_reward"]) for r in csv.DictReader(f) if r["eval/mean_reward"]][-1]
-    assert final >= 90, f"seed {seed}: {final}"
+    assert final >= 90, f"{variant}, seed {seed}: {final}"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", ["pmoe", "gaussian"])
-def test_sac_learns_inverted_pendulum(policy, tmp_path):
-    best_step, best = best_evaluation(tmp_path / policy, ["--policy", policy], 20000, 500, 900)
-    assert best >= 900, f"{policy} SAC reached only {best} in 20k steps"
+def test_pmoe_sac_learns_inverted_pendulum(tmp_path):
+    """Gaussian SAC's learning is tested by the identity test above (the same agent with one expert); it reached 900
+    at 16,000 steps of InvertedPendulum-v5 too (BENCHMARKS.md)."""
+    best_step, best = best_evaluation(tmp_path, ["--policy", "pmoe"], 20000, 500, 900)
+    assert best >= 900, f"PMOE-SAC reached only {best} in 20k steps"
     assert best_step <= 20000
-    if policy == "gaussian":  # the trained run is an expert to imitate (saves training another one)
-        learner_imitates_expert(tmp_path / policy, best, tmp_path / "imitation")
 
 
 def learner_imitates_expert(expert, expert_return: float, run_dir) -> None:
     """Online imitation, SSO with m = 100 inner steps (the other options the defaults: DAgger-style beta = 0, an MLP
     learner): within 10 rounds of 500 steps the learner's deterministic return reaches 90% of the expert's (same
-    evaluation protocol; on this machine it took 8 rounds)."""
+    evaluation protocol; from the PPO expert of the test above it took 3 rounds on this machine)."""
     target = 0.9 * expert_return
     args = ["--expert", str(expert), "--rounds", "10", "--samples-per-round", "500", "--inner-steps", "100",
             "--eval-episodes", "5", "--stop-at-reward", str(target), "--seed", "0", "--threads", "1",
@@ -98,3 +105,5 @@ def test_ppo_learns_inverted_pendulum(policy, tmp_path):
     best_step, best = best_evaluation(tmp_path / policy, ["--algo", "ppo", "--policy", policy], 100000, 4096, 800)
     assert best >= 800, f"{policy} PPO reached only {best} in 100k steps"
     assert best_step <= 100000
+    if policy == "gaussian":  # the trained run is an expert to imitate (saves training another one)
+        learner_imitates_expert(tmp_path / policy, best, tmp_path / "imitation")
