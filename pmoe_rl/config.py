@@ -70,7 +70,8 @@ class NetConfig(Section):
 
 
 class SACConfig(Section):
-    """SAC and its actor-loss estimators; defaults from the official PMOE-SAC code."""
+    """SAC and its actor-loss estimators; defaults from the official PMOE-SAC code except update_sample and
+    policy_logp (configs/pmoe_sac_official.yaml)."""
 
     actor_lr: PositiveFloat = 3e-4
     """Adam learning rate of the policy (and gate)"""
@@ -118,10 +119,10 @@ class SACConfig(Section):
     """estimator pmoe: log pi in the temperature loss, of the best expert (best) or the mixture's"""
     update_sample: options.UpdateSample = options.UPDATE_SAMPLE
     """PMOE: the sample the best expert is updated on: the one that won the choice of k* (selected, official) or a new
-    draw of expert k* (fresh: the noise is not conditioned on the critic)"""
+    draw of expert k* (fresh, default: the noise is not conditioned on the critic; docs/pmoe_diagnosis.md)"""
     policy_logp: options.PolicyLogp = options.POLICY_LOGP
     """PMOE: log pi in the actor loss L_pi: of each sample's own expert (component, official) or the mixture's
-    (mixture: overlapping experts are penalised, which keeps them apart when every expert is updated)"""
+    (mixture, default: overlapping experts are penalised, which keeps them apart)"""
     select_by: options.SelectBy = options.SELECT_BY
     """PMOE: what the critic compares to choose the best expert k*: each expert's sampled action (sample, official) or
     its mean action (mean)"""

@@ -114,17 +114,18 @@ def make_estimator(name: str, **settings) -> ActorLoss:
 class PMOE(ActorLoss):
     """PMOE's frequency approximate gradient (docs/algorithms.md, "PMOE-SAC").
 
-    L_pi = mean_s[ alpha log pi_{k*}(a_{k*}|s) - Q(s, a_{k*}) ]  (component log-density; w not involved)
-    L_w  = gate_loss(w(s), k*)                                     (weight ``gate_loss_weight``)
+    L_pi = mean_s[ alpha log pi(a|s) - Q(s, a) ]   a: a sample of expert k*; log pi: k*'s own or the mixture's
+    L_w  = gate_loss(w(s), k*)                      (weight ``gate_loss_weight``)
 
     Only expert k*'s action is re-scored with autograd (the K-way scoring that chose k* ran without it;
     DESIGN.md principle 4). ``expert_update="all"`` instead sums every expert's own SAC loss (NCERL). The
     temperature uses expert k*'s log-density (``alpha_logp="best"``, official) or the mixture's (``mixture``).
 
     ``update_sample``: the official code takes L_pi (and the temperature's log pi) on the very sample that won the
-    choice of k* (``selected``, default); that sample's noise is conditioned on the critic, which biases the gradient
+    choice of k* (``selected``); that sample's noise is conditioned on the critic, which biases the gradient
     (the squash term pushes the mean away from the critic's maximum, the noise scale grows; docs/pmoe_diagnosis.md).
-    ``fresh`` draws a new sample of expert k*: given k*, an unbiased SAC gradient of that expert.
+    ``fresh`` (default) draws a new sample of expert k*: given k*, an unbiased SAC gradient of that expert.
+    ``policy_logp``: log pi in L_pi, k*'s own (``component``, official) or the mixture's (``mixture``, default).
     ``select_by``: k* compares each expert's sample (``sample``, official) or its mean action (``mean``).
     """
 

@@ -47,14 +47,17 @@ PPO_EXPERTS = 5
 EVAL_EXPERT: EvalExpert = "argmax"
 GATE_INPUT: GateInput = "detached_latent"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-# The PMOE estimator (official code).
+# The PMOE estimator: the official code's, except the two defaults marked (issue 15; configs/pmoe_sac_official.yaml
+# restores the official ones).
 EXPERT_UPDATE: ExpertUpdate = "best"
 GATE_LOSS: GateLoss = "mse"
 GATE_LOSS_WEIGHT = 1.0
 TARGET_LOGP: TargetLogp = "component"
 ALPHA_LOGP: AlphaLogp = "best"
-POLICY_LOGP: PolicyLogp = "component"
-UPDATE_SAMPLE: UpdateSample = "selected"  # "fresh" is unbiased but loses MultiGoal's modes (docs/pmoe_diagnosis.md)
+# Not the official code's: L_pi on a new draw of expert k* (unbiased; the official "selected" fails SB3's identity
+# test) with the mixture's log-density (keeps MultiGoal's modes that "fresh" alone loses). docs/pmoe_diagnosis.md.
+POLICY_LOGP: PolicyLogp = "mixture"
+UPDATE_SAMPLE: UpdateSample = "fresh"
 SELECT_BY: SelectBy = "sample"
 MEAN_INIT: MeanInit = "small"  # the official U(+-1e-3) mean head
 # The baseline estimators (their papers' settings are unknown; docs/algorithms.md).

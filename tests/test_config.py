@@ -21,6 +21,14 @@ def test_shipped_configs_validate(name):
     validate(apply_dict(Config(env="Hopper-v5"), load_yaml(CONFIGS / name)))
 
 
+def test_official_pmoe_sac_config_differs_from_the_defaults_only_in_the_actor_loss():
+    official = validate(apply_dict(Config(env="Hopper-v5"), load_yaml(CONFIGS / "pmoe_sac_official.yaml")))
+    default = validate(Config(env="Hopper-v5"))
+    assert (official.sac.update_sample, official.sac.policy_logp) == ("selected", "component")
+    assert official.model_copy(update={"sac": default.sac}) == default
+    assert official.sac.model_copy(update={"update_sample": "fresh", "policy_logp": "mixture"}) == default.sac
+
+
 def test_precedence_and_typed_overrides():
     cfg = apply_dict(Config(env="Hopper-v5"), {"sac": {"batch_size": 128}, "net": {"hidden": [64, 64]}})
     assert cfg.sac.batch_size == 128 and cfg.sac.gamma == 0.99  # the rest of the section keeps its defaults

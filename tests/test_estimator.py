@@ -44,7 +44,9 @@ def test_actor_loss_value_and_gradient_reach_only_the_best_expert(update_sample)
     alpha = torch.tensor(0.2)
     k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
     torch.manual_seed(5)
-    out = PMOE(update_sample=update_sample)(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
+    out = PMOE(update_sample=update_sample, policy_logp="component")(
+        ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha
+    )
     rows = torch.arange(32)
     if update_sample == "selected":  # the official loss: the sample that won
         u_star, logp_star = u[rows, k_star], logp[rows, k_star]
@@ -106,7 +108,7 @@ def test_all_experts_option_sums_every_experts_loss():
     _, obs, dist, u, logp = forward()
     alpha = torch.tensor(0.1)
     k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
-    out = PMOE(expert_update="all")(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
+    out = PMOE(expert_update="all", policy_logp="component")(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
     q = torch.stack([toy_q(obs, torch.tanh(u[:, k])) for k in range(3)], -1)
     torch.testing.assert_close(out["policy_loss"], (alpha * logp - q).sum(-1).mean())
     out["policy_loss"].backward()
@@ -131,7 +133,8 @@ def test_mixture_policy_logp_option_scores_each_sample_under_the_whole_mixture(e
     u = u.clamp(-2, 2)  # TanhTransform's inverse is exact away from +-1
     alpha = torch.tensor(0.2)
     k_star = best_expert(torch.tanh(u.detach()), lambda a: toy_q(obs, a))
-    out = PMOE(expert_update=expert_update, policy_logp="mixture")(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
+    loss = PMOE(expert_update=expert_update, update_sample="selected", policy_logp="mixture")
+    out = loss(ActorBatch(obs, dist, u, logp, k_star), toy_q, alpha)
     with torch.no_grad():
         mix = torch.stack([torch_mixture_log_prob(dist, torch.tanh(u[:, k])) for k in range(3)], -1)
         q = torch.stack([toy_q(obs, torch.tanh(u[:, k])) for k in range(3)], -1)
@@ -216,7 +219,7 @@ def test_fresh_sample_gives_each_experts_own_sac_gradient_and_the_selected_one_d
                                torch.full((b, k), -np.log(k), dtype=torch.float64))  # fmt: skip
         u, logp = dist.rsample_with_log_prob()
         k_star = best_expert(torch.tanh(u), lambda a: q(a).sum(-1))
-        estimator = PMOE(update_sample=update_sample)
+        estimator = PMOE(update_sample=update_sample, policy_logp="component")
         out = estimator(ActorBatch(obs, dist, u, logp, k_star), q_fn, torch.tensor(alpha, dtype=torch.float64))
         # the policy loss is a mean over states of one expert's term: its gradient on the shared mean is that
         # expert's expected gradient
