@@ -536,7 +536,17 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+# Options added after runs had been saved, with the value those runs used: a saved config without one ran with it,
+# whatever today's default is (resume, evaluate and the SB3 conversion must not change a run's method).
+SAVED_BEFORE = {"sac": {"policy_logp": "component"}}
+
+
 def from_dict(values: dict) -> Config:
+    """A saved run's config (its config.yaml, a checkpoint's metadata) as a Config."""
+    values = dict(values)
+    for section, used in SAVED_BEFORE.items():
+        if isinstance(values.get(section), dict):
+            values[section] = {**used, **values[section]}
     return apply_dict(Config(), values)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pmoe_rl.config import Config, apply_dict, load_yaml, set_value, validate
+from pmoe_rl.config import Config, apply_dict, from_dict, load_yaml, set_value, to_dict, validate
 from pmoe_rl.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -19,6 +19,15 @@ def test_reference_config_equals_the_built_in_defaults(name, algo):
 @pytest.mark.parametrize("name", ["gaussian_sac.yaml", "sb3_sac.yaml", "gaussian_ppo.yaml", "sb3_ppo.yaml"])
 def test_shipped_configs_validate(name):
     validate(apply_dict(Config(env="Hopper-v5"), load_yaml(CONFIGS / name)))
+
+
+def test_a_run_saved_before_an_option_existed_keeps_the_value_it_ran_with():
+    """Runs saved before ``sac.policy_logp`` existed used the component density; resuming or converting them must
+    not switch to today's default (the mixture's)."""
+    saved = to_dict(Config(env="Hopper-v5"))
+    del saved["sac"]["policy_logp"]
+    assert from_dict(saved).sac.policy_logp == "component"
+    assert from_dict(to_dict(Config(env="Hopper-v5"))).sac.policy_logp == "mixture"
 
 
 def test_official_pmoe_sac_config_differs_from_the_defaults_only_in_the_actor_loss():
