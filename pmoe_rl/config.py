@@ -538,7 +538,7 @@ def load_yaml(path: str | Path) -> dict:
 
 # Options added after runs had been saved, with the value those runs used: a saved config without one ran with it,
 # whatever today's default is (resume, evaluate and the SB3 conversion must not change a run's method).
-SAVED_BEFORE = {"sac": {"policy_logp": "component"}}
+SAVED_BEFORE = {"sac": {"update_sample": "selected", "policy_logp": "component"}}
 
 
 def from_dict(values: dict) -> Config:

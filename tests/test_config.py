@@ -22,12 +22,13 @@ def test_shipped_configs_validate(name):
 
 
 def test_a_run_saved_before_an_option_existed_keeps_the_value_it_ran_with():
-    """Runs saved before ``sac.policy_logp`` existed used the component density; resuming or converting them must
-    not switch to today's default (the mixture's)."""
-    saved = to_dict(Config(env="Hopper-v5"))
-    del saved["sac"]["policy_logp"]
-    assert from_dict(saved).sac.policy_logp == "component"
-    assert from_dict(to_dict(Config(env="Hopper-v5"))).sac.policy_logp == "mixture"
+    """Runs saved before ``sac.update_sample`` / ``sac.policy_logp`` existed used the selected sample and the component
+    density; resuming or converting them must not switch to today's defaults (a new sample, the mixture's)."""
+    for key, used, default in (("update_sample", "selected", "fresh"), ("policy_logp", "component", "mixture")):
+        saved = to_dict(Config(env="Hopper-v5"))
+        del saved["sac"][key]
+        assert getattr(from_dict(saved).sac, key) == used
+        assert getattr(from_dict(to_dict(Config(env="Hopper-v5"))).sac, key) == default
 
 
 def test_official_pmoe_sac_config_differs_from_the_defaults_only_in_the_actor_loss():
