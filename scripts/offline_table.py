@@ -26,6 +26,12 @@ def method(cfg: dict) -> str:
     return name + (f", {cfg['policy']} K={cfg['experts']}" if cfg["policy"] != "gaussian" else "")
 
 
+def dataset_label(dataset: str) -> str:
+    """``<env>/<kind>-v0`` of an id (``pmoe_rl/Hopper-v5/medium-v0``) or a dataset directory: the same kind of
+    dataset of two tasks stays two columns."""
+    return "/".join(Path(dataset).parts[-2:])
+
+
 def curve(run: Path) -> tuple[list[int], list[float]]:
     with open(run / "progress.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("eval/normalized_score")]
@@ -43,7 +49,7 @@ def main() -> None:
             cfg = yaml.safe_load((run / "config.yaml").read_text())
             steps = curve(run)[0]
             if steps and steps[-1] >= cfg["steps"]:  # finished runs only
-                groups[(Path(cfg["dataset"]).name, method(cfg))].append(run)
+                groups[(dataset_label(cfg["dataset"]), method(cfg))].append(run)
     datasets = sorted({d for d, _ in groups})
     methods = list(dict.fromkeys(m for _, m in sorted(groups, key=lambda g: g[1])))
     print("| method | " + " | ".join(datasets) + " |")
