@@ -24,6 +24,11 @@ With ``--checkpoints RUN...`` it trains nothing and probes finished runs' final 
     python scripts/diagnose_pmoe.py --env Hopper-v5 --steps 10000 --every 250 --eval-every 5000 \\
         --eval-episodes 5 --seeds 0 --variants official fresh gaussian --out results/diagnose_hopper
     python scripts/diagnose_pmoe.py --checkpoints results/issue15_hopper/runs/*_s2
+    python scripts/diagnose_pmoe.py --acting results/issue15_hopper/runs/freshmix_s*
+
+``--acting RUN...`` plays finished runs' final policies deterministically with each rule for the acting expert: the
+gate's argmax (the package's evaluation), the critic's argmax over the experts' means
+(argmax_k min_i Q_i(s, tanh mu_k)), and each expert alone; mean return over ``--eval-episodes``, evaluation seed 1000.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import torch  # noqa: E402
 from pmoe_rl import checkpoint, train  # noqa: E402
 from pmoe_rl.agents.sac import SAC  # noqa: E402
 from pmoe_rl.config import from_dict  # noqa: E402
-from pmoe_rl.envs import IDENTITY  # noqa: E402
+from pmoe_rl.envs import IDENTITY, make_env  # noqa: E402
 from pmoe_rl.errors import cli_main  # noqa: E402
 from pmoe_rl.mixture import SquashedMixture, best_expert, gather_expert, squashed_sample  # noqa: E402
 
@@ -141,6 +146,42 @@ def probe_checkpoint(run_dir: str, batches: int = 20) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+@torch.no_grad()
+def acting_returns(run_dir: str, episodes: int, seed: int = 1000) -> dict[str, float]:
+    """Deterministic mean return of a finished SAC run's final policy per rule for the acting expert."""
+    ckpt = checkpoint.load(run_dir)
+    cfg = from_dict(ckpt.meta["config"])
+    obs_dim, act_dim = ckpt.meta["observation_space"]["shape"][0], ckpt.meta["action_space"]["shape"][0]
+    agent = SAC(cfg, obs_dim, act_dim, torch.device("cpu"))
+    agent.load_weights(ckpt.weights)
+
+    def critic_argmax(dist: SquashedMixture, obs: torch.Tensor) -> torch.Tensor:
+        actions = torch.tanh(dist.mean)  # (1, K, A)
+        return agent.q_min(obs.expand(dist.n_experts, -1), actions[0]).argmax().view(1)
+
+    rules = {"gate argmax": lambda dist, obs: dist.mode_expert(), "critic argmax": critic_argmax}
+    for k in range(agent.policy.n_experts):
+        rules[f"expert {k}"] = lambda dist, obs, k=k: torch.tensor([k])
+    env = make_env(cfg.env)
+    means = {}
+    for name, rule in rules.items():
+        returns = []
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed if i == 0 else None)
+            ret, done = 0.0, False
+            while not done:
+                obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+                dist = agent.policy(obs_t)
+                action = torch.tanh(gather_expert(dist.mean, rule(dist, obs_t)))
+                obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
+                ret += float(reward)
+                done = terminated or truncated
+            returns.append(ret)
+        means[name] = float(np.mean(returns))
+    env.close()
+    return means
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default=IDENTITY)
@@ -155,7 +196,14 @@ def main() -> None:
     p.add_argument("--out", help="where the runs, trace and figure go")
     p.add_argument("--checkpoints", nargs="+", metavar="RUN", help="instead of training: probe these finished SAC "
                    "runs' final checkpoints and print one table row each")  # fmt: skip
+    p.add_argument("--acting", nargs="+", metavar="RUN", help="instead of training: play these finished PMOE-SAC "
+                   "runs with each rule for the acting expert and print one table row each")  # fmt: skip
     args = p.parse_args()
+    if args.acting:
+        for run_dir in args.acting:
+            stats = acting_returns(run_dir, args.eval_episodes)
+            print(f"| {run_dir} | " + " | ".join(f"{k} {v:.1f}" for k, v in stats.items()) + " |", flush=True)
+        return
     if args.checkpoints:
         for run_dir in args.checkpoints:
             stats = probe_checkpoint(run_dir)
