@@ -4,7 +4,7 @@ as a Markdown table, and optionally a figure of the normalised score against gra
 Finished run directories are grouped by their config (dataset, algorithm, O-DICE update, policy); seeds are
 pooled.
 
-    python scripts/offline_table.py runs/offline/*/ --figure docs/offline_hopper.png
+    python scripts/offline_table.py runs/offline/*/ --figure docs/offline_results.png
 """
 
 from __future__ import annotations
