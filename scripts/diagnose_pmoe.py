@@ -50,6 +50,7 @@ from pmoe_rl.agents.sac import SAC  # noqa: E402
 from pmoe_rl.config import from_dict  # noqa: E402
 from pmoe_rl.envs import IDENTITY, make_env  # noqa: E402
 from pmoe_rl.errors import cli_main  # noqa: E402
+from pmoe_rl.evaluation import evaluate_policy  # noqa: E402
 from pmoe_rl.mixture import SquashedMixture, best_expert, gather_expert, squashed_sample  # noqa: E402
 
 VARIANTS = {
@@ -159,25 +160,23 @@ def acting_returns(run_dir: str, episodes: int, seed: int = 1000) -> dict[str, f
         actions = torch.tanh(dist.mean)  # (1, K, A)
         return agent.q_min(obs.expand(dist.n_experts, -1), actions[0]).argmax().view(1)
 
+    class Acting:  # the policy acting with tanh(mu_k), k chosen by ``rule``: what evaluate_policy plays
+        n_experts = agent.policy.n_experts
+
+        def __init__(self, rule):
+            self.rule = rule
+
+        def act(self, obs, deterministic=True, generator=None):
+            dist = agent.policy(obs)
+            k = self.rule(dist, obs)
+            return torch.tanh(gather_expert(dist.mean, k)), k
+
     rules = {"gate argmax": lambda dist, obs: dist.mode_expert(), "critic argmax": critic_argmax}
     for k in range(agent.policy.n_experts):
         rules[f"expert {k}"] = lambda dist, obs, k=k: torch.tensor([k])
     env = make_env(cfg.env)
-    means = {}
-    for name, rule in rules.items():
-        returns = []
-        for i in range(episodes):
-            obs, _ = env.reset(seed=seed if i == 0 else None)
-            ret, done = 0.0, False
-            while not done:
-                obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-                dist = agent.policy(obs_t)
-                action = torch.tanh(gather_expert(dist.mean, rule(dist, obs_t)))
-                obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
-                ret += float(reward)
-                done = terminated or truncated
-            returns.append(ret)
-        means[name] = float(np.mean(returns))
+    means = {name: float(np.mean(evaluate_policy(Acting(rule), env, episodes, seed).returns))
+             for name, rule in rules.items()}  # fmt: skip
     env.close()
     return means
 
