@@ -126,6 +126,10 @@ class SACConfig(Section):
     select_by: options.SelectBy = options.SELECT_BY
     """PMOE: what the critic compares to choose the best expert k*: each expert's sampled action (sample, official) or
     its mean action (mean)"""
+    behavior_expert: options.BehaviorExpert = options.BEHAVIOR_EXPERT
+    """mixture policies: the expert that acts while training and draws a' in the critic's target: one drawn from the
+    gate at every step (sample, official) or the gate's most probable (argmax: the behaviour switches expert only
+    where the gate's ranking changes; docs/pmoe_diagnosis.md)"""
     gumbel_tau: PositiveFloat = options.GUMBEL_TAU
     """estimator gumbel: Gumbel-Softmax temperature"""
     gumbel_hard: bool = options.GUMBEL_HARD

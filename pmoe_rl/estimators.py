@@ -260,10 +260,13 @@ class MRP(ActorLoss):
 
 
 @torch.no_grad()
-def next_action(next_dist: SquashedMixture, kind: options.TargetLogp) -> tuple[torch.Tensor, torch.Tensor]:
-    """The critic target's a' and log pi(a'|s') (docs/algorithms.md): k' ~ Cat(w(s')), a' = tanh(u') from expert
-    k' (an exact mixture sample), with expert k''s log-density (``component``, official) or the mixture's."""
-    u, logp = next_dist.expert_sample(next_dist.sample_expert())
+def next_action(
+    next_dist: SquashedMixture, kind: options.TargetLogp, expert: options.BehaviorExpert = options.BEHAVIOR_EXPERT
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic target's a' and log pi(a'|s') (docs/algorithms.md): k' ~ Cat(w(s')) (``expert="sample"``: a' is
+    an exact mixture sample) or k' = argmax w(s') (``"argmax"``), a' = tanh(u') from expert k', with expert k''s
+    log-density (``component``, official) or the mixture's."""
+    u, logp = next_dist.expert_sample(next_dist.behavior_expert(expert))
     if kind == "mixture":
         logp = next_dist.mixture_log_prob(u)
     return torch.tanh(u), logp

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pmoe_rl.options import EvalExpert, GateLoss
+from pmoe_rl.options import BehaviorExpert, EvalExpert, GateLoss
 
 TANH_EPS = 1e-6
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -82,9 +82,12 @@ class GaussianMixture:
         """Mixture log-density log sum_k w_k N(a; mu_k, sigma_k): (B, A) -> (B,)."""
         return torch.logsumexp(self.log_w + self.expert_log_probs(action), dim=-1)
 
-    def sample(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """An exact mixture sample: k ~ Cat(w), a ~ N(mu_k, sigma_k). Returns (a (B, A), k (B,))."""
-        k = self.sample_expert(generator)
+    def sample(
+        self, generator: torch.Generator | None = None, expert: BehaviorExpert = "sample"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """An exact mixture sample: k ~ Cat(w), a ~ N(mu_k, sigma_k) (``expert="argmax"``: k = argmax w, a sample
+        of the most probable expert). Returns (a (B, A), k (B,))."""
+        k = self.behavior_expert(expert, generator)
         mean, std = gather_expert(self.mean, k), gather_expert(self.log_std.expand_as(self.mean), k).exp()
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + std * eps, k
@@ -103,6 +106,12 @@ class GaussianMixture:
         r = torch.rand((self.mean.shape[0], 1), generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         k = (self.weights.cumsum(-1) < r).sum(-1)
         return k.clamp_(max=self.n_experts - 1)
+
+    def behavior_expert(
+        self, rule: BehaviorExpert = "sample", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The expert that acts when sampling: drawn from Cat(w) (``"sample"``) or the most probable (``"argmax"``)."""
+        return self.mode_expert() if rule == "argmax" else self.sample_expert(generator)
 
     def mode_expert(self) -> torch.Tensor:
         """The most probable expert, argmax_k w_k(s): (B,) int64."""

@@ -25,6 +25,7 @@ AlphaLogp = Literal["best", "mixture"]
 PolicyLogp = Literal["component", "mixture"]
 UpdateSample = Literal["selected", "fresh"]
 SelectBy = Literal["sample", "mean"]
+BehaviorExpert = Literal["sample", "argmax"]
 MeanInit = Literal["small", "default"]
 ScoreBaseline = Literal["experts", "batch", "none"]
 Warmup = Literal["policy", "uniform"]
@@ -59,6 +60,7 @@ ALPHA_LOGP: AlphaLogp = "best"
 POLICY_LOGP: PolicyLogp = "mixture"
 UPDATE_SAMPLE: UpdateSample = "fresh"
 SELECT_BY: SelectBy = "sample"
+BEHAVIOR_EXPERT: BehaviorExpert = "sample"
 MEAN_INIT: MeanInit = "small"  # the official U(+-1e-3) mean head
 # The baseline estimators (their papers' settings are unknown; docs/algorithms.md).
 GUMBEL_TAU = 1.0

@@ -60,18 +60,23 @@ class MixturePolicy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        expert: options.BehaviorExpert = options.BEHAVIOR_EXPERT,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions in [-1, 1] and the expert that produced each, for a batch of observations.
 
-        Stochastic: k ~ Cat(w), a = tanh(mu_k + sigma_k eps). Deterministic: a = tanh(mu_k) with k = argmax w
-        (``eval_expert="argmax"``) or k drawn from Cat(w) (``"sample"``, the official ``MakeDeterministic``).
+        Stochastic: k ~ Cat(w) (``expert="argmax"``: k = argmax w), a = tanh(mu_k + sigma_k eps). Deterministic:
+        a = tanh(mu_k) with k = argmax w (``eval_expert="argmax"``) or k drawn from Cat(w) (``"sample"``, the
+        official ``MakeDeterministic``).
         """
         dist = self(obs)
         if deterministic:
             k = dist.acting_expert(True, self.eval_expert, generator)
             return torch.tanh(gather_expert(dist.mean, k)), k
-        u, k = dist.sample(generator)  # no log-density: acting does not need it
+        u, k = dist.sample(generator, expert)  # no log-density: acting does not need it
         return torch.tanh(u), k
 
 

@@ -25,10 +25,14 @@ With ``--checkpoints RUN...`` it trains nothing and probes finished runs' final 
         --eval-episodes 5 --seeds 0 --variants official fresh gaussian --out results/diagnose_hopper
     python scripts/diagnose_pmoe.py --checkpoints results/issue15_hopper/runs/*_s2
     python scripts/diagnose_pmoe.py --acting results/issue15_hopper/runs/freshmix_s*
+    python scripts/diagnose_pmoe.py --behaviour results/issue15_hopper/runs/*_s2 --eval-episodes 5
 
 ``--acting RUN...`` plays finished runs' final policies deterministically with each rule for the acting expert: the
 gate's argmax (the package's evaluation), the critic's argmax over the experts' means
 (argmax_k min_i Q_i(s, tanh mu_k)), and each expert alone; mean return over ``--eval-episodes``, evaluation seed 1000.
+``--behaviour RUN...`` plays them stochastically, as they acted while training, and measures on every visited state
+the action variance of the behaviour (the expert drawn from the gate at every step, by default) against that of the
+most probable expert alone.
 """
 
 from __future__ import annotations
@@ -133,15 +137,22 @@ def run(variant: str, seed: int, args, trace: list[dict]) -> float:
         return [float(r["eval/mean_reward"]) for r in csv.DictReader(f) if r["eval/mean_reward"]][-1]
 
 
-def probe_checkpoint(run_dir: str, batches: int = 20) -> dict[str, float]:
-    """The probe's statistics at a finished run's final checkpoint (its policy, critic and replay buffer), averaged
-    over ``batches`` minibatches of 256 states."""
-    ckpt = checkpoint.load(run_dir, with_state=True)
+def load_agent(run_dir: str, with_state: bool = False) -> SAC:
+    """A finished SAC run's agent at its final checkpoint (with its replay buffer if ``with_state``), on the CPU."""
+    ckpt = checkpoint.load(run_dir, with_state=with_state)
     cfg = from_dict(ckpt.meta["config"])
     obs_dim, act_dim = ckpt.meta["observation_space"]["shape"][0], ckpt.meta["action_space"]["shape"][0]
     agent = SAC(cfg, obs_dim, act_dim, torch.device("cpu"))
     agent.load_weights(ckpt.weights)
-    agent.load_extra_state(ckpt.state)
+    if with_state:
+        agent.load_extra_state(ckpt.state)
+    return agent
+
+
+def probe_checkpoint(run_dir: str, batches: int = 20) -> dict[str, float]:
+    """The probe's statistics at a finished run's final checkpoint (its policy, critic and replay buffer), averaged
+    over ``batches`` minibatches of 256 states."""
+    agent = load_agent(run_dir, with_state=True)
     gen = torch.Generator().manual_seed(0)
     rows = [probe(agent, agent.buffer.sample(256).obs, False, gen) for _ in range(batches)]
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -150,11 +161,8 @@ def probe_checkpoint(run_dir: str, batches: int = 20) -> dict[str, float]:
 @torch.no_grad()
 def acting_returns(run_dir: str, episodes: int, seed: int = 1000) -> dict[str, float]:
     """Deterministic mean return of a finished SAC run's final policy per rule for the acting expert."""
-    ckpt = checkpoint.load(run_dir)
-    cfg = from_dict(ckpt.meta["config"])
-    obs_dim, act_dim = ckpt.meta["observation_space"]["shape"][0], ckpt.meta["action_space"]["shape"][0]
-    agent = SAC(cfg, obs_dim, act_dim, torch.device("cpu"))
-    agent.load_weights(ckpt.weights)
+    agent = load_agent(run_dir)
+    cfg = agent.cfg
 
     def critic_argmax(dist: SquashedMixture, obs: torch.Tensor) -> torch.Tensor:
         actions = torch.tanh(dist.mean)  # (1, K, A)
@@ -181,6 +189,35 @@ def acting_returns(run_dir: str, episodes: int, seed: int = 1000) -> dict[str, f
     return means
 
 
+@torch.no_grad()
+def behaviour_spread(run_dir: str, episodes: int, seed: int = 1000, draws: int = 64) -> dict[str, float]:
+    """How noisy a finished SAC run's policy acts while training: stochastic episodes with its own rule for the acting
+    expert (``sac.behavior_expert``); on every visited state, the action variance (summed over the action's
+    dimensions, ``draws`` draws) of the behaviour and of the gate's most probable expert alone."""
+    agent = load_agent(run_dir)
+    rule, gen = agent.cfg.sac.behavior_expert, torch.Generator().manual_seed(seed)
+    env = make_env(agent.cfg.env)
+    returns, behaviour, one_expert = [], [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, ret = False, 0.0
+        while not done:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32).expand(draws, -1)
+            actions = agent.policy.act(obs_t, generator=gen, expert=rule)[0]
+            dist = agent.policy(obs_t[:1])
+            u = gather_expert(dist.mean, dist.mode_expert()) + gather_expert(
+                dist.log_std, dist.mode_expert()
+            ).exp() * torch.randn((draws, dist.mean.shape[-1]), generator=gen)
+            behaviour.append(float(actions.var(0).sum()))
+            one_expert.append(float(torch.tanh(u).var(0).sum()))
+            obs, reward, terminated, truncated, _ = env.step(actions[0].numpy())
+            ret, done = ret + float(reward), terminated or truncated
+        returns.append(ret)
+    env.close()
+    return {"stochastic return": float(np.mean(returns)), "behaviour action variance": float(np.mean(behaviour)),
+            "most probable expert's action variance": float(np.mean(one_expert))}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default=IDENTITY)
@@ -197,11 +234,14 @@ def main() -> None:
                    "runs' final checkpoints and print one table row each")  # fmt: skip
     p.add_argument("--acting", nargs="+", metavar="RUN", help="instead of training: play these finished PMOE-SAC "
                    "runs with each rule for the acting expert and print one table row each")  # fmt: skip
+    p.add_argument("--behaviour", nargs="+", metavar="RUN", help="instead of training: play these finished SAC "
+                   "runs stochastically, as they acted in training; print return and action variances")  # fmt: skip
     args = p.parse_args()
-    if args.acting:
-        for run_dir in args.acting:
-            stats = acting_returns(run_dir, args.eval_episodes)
-            print(f"| {run_dir} | " + " | ".join(f"{k} {v:.1f}" for k, v in stats.items()) + " |", flush=True)
+    for flag, measure in (("acting", acting_returns), ("behaviour", behaviour_spread)):
+        for run_dir in getattr(args, flag) or []:
+            stats = measure(run_dir, args.eval_episodes)
+            print(f"| {run_dir} | " + " | ".join(f"{k} {v:.3f}" for k, v in stats.items()) + " |", flush=True)
+    if args.acting or args.behaviour:
         return
     if args.checkpoints:
         for run_dir in args.checkpoints:

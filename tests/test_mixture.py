@@ -11,6 +11,7 @@ from torch.distributions import (
     TransformedDistribution,
 )
 
+from pmoe_rl.estimators import next_action
 from pmoe_rl.mixture import SquashedMixture, gather_expert
 from pmoe_rl.policies import MixturePolicy
 
@@ -151,3 +152,25 @@ def test_gate_on_the_raw_observation_option():
     policy(obs).log_w.sum().backward()
     assert policy.gate.weight.grad is not None
     assert all(p.grad is None for p in policy.trunk.parameters())
+
+
+def test_argmax_behavior_expert_samples_the_most_probable_expert_in_acting_and_in_the_target():
+    policy = MixturePolicy(3, 2, n_experts=3, hidden=[8], gate_input="obs")
+    with torch.no_grad():
+        policy.gate.weight.normal_(0, 3.0)  # the most probable expert differs between states
+    obs = torch.randn(1, 3).expand(20000, 3)
+    dist = policy(obs[:1])
+    mode = int(dist.log_w.argmax())
+    action, k = policy.act(obs, generator=torch.Generator().manual_seed(0), expert="argmax")
+    assert (k == mode).all()
+    u = torch.atanh(action.clamp(-1 + 1e-6, 1 - 1e-6))  # back to the pre-squash sample: N(mu_k, sigma_k)
+    torch.testing.assert_close(u.mean(0), dist.mean[0, mode], atol=0.03, rtol=0)
+    torch.testing.assert_close(u.std(0), dist.log_std[0, mode].exp(), atol=0.03, rtol=0)
+    _, k = policy.act(obs, generator=torch.Generator().manual_seed(0))  # the default draws it from the gate
+    torch.testing.assert_close(torch.bincount(k, minlength=3) / 20000, dist.weights[0], atol=0.02, rtol=0)
+    # the critic target's a' follows the same rule: with near-zero noise it is the most probable expert's mean
+    states = torch.randn(50, 3)
+    sharp = policy(states)
+    sharp = SquashedMixture(sharp.mean, torch.full_like(sharp.log_std, -12.0), sharp.log_w)
+    next_a, _ = next_action(sharp, "component", "argmax")
+    torch.testing.assert_close(next_a, torch.tanh(gather_expert(sharp.mean, sharp.log_w.argmax(-1))), atol=1e-4, rtol=0)

@@ -75,7 +75,7 @@ class SAC(Agent):
         """y = r_scale r + (1 - terminated) gamma [min_i Qbar_i(s', a') - alpha log pi(a'|s')]: k' ~ Cat(w(s')),
         a' from expert k' (an exact mixture sample), its component log-prob by default (``sac.target_logp``)."""
         sac = self.cfg.sac
-        next_a, next_logp = next_action(self.policy(batch.next_obs), sac.target_logp)
+        next_a, next_logp = next_action(self.policy(batch.next_obs), sac.target_logp, sac.behavior_expert)
         next_q = self.critic_target(batch.next_obs, next_a).min(0).values - alpha * next_logp
         return sac.reward_scale * batch.rewards + (1.0 - batch.terminated) * sac.gamma * next_q
 
@@ -211,7 +211,7 @@ class SAC(Agent):
         if warmup:
             action = env.action_space.sample()
         else:
-            action_t, k = self.policy.act(self.obs_t.unsqueeze(0))
+            action_t, k = self.policy.act(self.obs_t.unsqueeze(0), expert=sac.behavior_expert)
             out = torch.cat([action_t[0], k.to(action_t.dtype)]).cpu().numpy()
             action = out[:a]
             stats.acted[int(out[a])] += 1
