@@ -44,6 +44,7 @@ def observations(model, n=32):
             expert_update="all",
             select_by="mean",
             policy_logp="mixture",
+            behavior_expert="argmax",
             warmup="policy",
             seed=0,
             **SAC_SMALL,
@@ -73,10 +74,12 @@ def test_train_save_load_predict_identically(make, tmp_path):
     for key in ("n_experts", "eval_expert", "q_net_arch", "gate_input"):
         assert saved.get(key) == original.get(key), key
     for key in ("expert_update", "gate_loss", "gate_loss_weight", "target_logp", "alpha_logp", "update_sample",
-                "select_by", "policy_logp", "warmup", "q_coef"):  # fmt: skip
+                "select_by", "policy_logp", "behavior_expert", "warmup", "q_coef"):  # fmt: skip
         assert getattr(loaded, key, None) == getattr(model, key, None), key
         if hasattr(loaded, "estimator") and hasattr(loaded.estimator, key):  # the loss uses the options it was given
             assert getattr(loaded.estimator, key) == getattr(model, key), key
+    if isinstance(loaded, PMOESAC):  # the actor collects with the saved rule for the acting expert
+        assert loaded.actor.behavior_expert == model.behavior_expert
     obs = observations(model)
     np.testing.assert_array_equal(predict_deterministic(loaded, obs), predict_deterministic(model, obs))
     for (name, a), b in zip(model.policy.state_dict().items(), loaded.policy.state_dict().values()):

@@ -77,7 +77,7 @@ def _sac(cfg: Config, env, device, overrides: dict) -> PMOESAC:
     # SB3's arguments named like pmoe-rl's options, then the others
     same = ("buffer_size", "learning_starts", "batch_size", "tau", "gamma", "train_freq", "gradient_steps",
             "target_update_interval", "warmup", "expert_update", "gate_loss", "gate_loss_weight", "target_logp",
-            "alpha_logp", "update_sample", "select_by", "policy_logp")  # fmt: skip
+            "alpha_logp", "update_sample", "select_by", "policy_logp", "behavior_expert")  # fmt: skip
     args = {name: getattr(sac, name) for name in same}
     args.update(learning_rate=sac.actor_lr, ent_coef=ent_coef, target_entropy=target_entropy, seed=cfg.seed,
                 device=device)  # fmt: skip

@@ -33,10 +33,11 @@ class PMOESAC(SAC):
     (``best`` | ``all``), ``gate_loss`` (``mse`` | ``ce``), ``gate_loss_weight`` (1.0), ``target_logp``
     (``component`` | ``mixture``), ``alpha_logp`` (``best`` | ``mixture``), ``update_sample`` (``selected`` |
     ``fresh``; docs/pmoe_diagnosis.md), ``select_by`` (``sample`` | ``mean``), ``policy_logp`` (``component`` |
-    ``mixture``). ``warmup``: the actions of the first ``learning_starts`` steps, uniform random (``uniform``,
-    SB3's behaviour and this class's default) or the initial policy (``policy``, the official code's and the native
-    agent's default). Logs SAC's ``train/*`` values plus ``train/gate_loss``, ``train/gate_entropy`` and
-    ``train/best_expert_freq_k``.
+    ``mixture``), ``behavior_expert`` (``sample`` | ``argmax``: the expert that acts while collecting and draws a'
+    in the critic's target). ``warmup``: the actions of the first ``learning_starts`` steps, uniform random
+    (``uniform``, SB3's behaviour and this class's default) or the initial policy (``policy``, the official code's
+    and the native agent's default). Logs SAC's ``train/*`` values plus ``train/gate_loss``, ``train/gate_entropy``
+    and ``train/best_expert_freq_k``.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -58,12 +59,14 @@ class PMOESAC(SAC):
         update_sample: options.UpdateSample = options.UPDATE_SAMPLE,
         select_by: options.SelectBy = options.SELECT_BY,
         policy_logp: options.PolicyLogp = options.POLICY_LOGP,
+        behavior_expert: options.BehaviorExpert = options.BEHAVIOR_EXPERT,
         warmup: options.Warmup = "uniform",
         **kwargs,
     ):
         self.expert_update, self.gate_loss, self.gate_loss_weight = expert_update, gate_loss, gate_loss_weight
         self.target_logp, self.alpha_logp, self.warmup = target_logp, alpha_logp, warmup
         self.update_sample, self.select_by, self.policy_logp = update_sample, select_by, policy_logp
+        self.behavior_expert = behavior_expert
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -72,6 +75,7 @@ class PMOESAC(SAC):
             raise ValueError(f"PMOESAC needs a MixtureSACPolicy, got {type(self.policy).__name__}")
         # the same loss object as the native agent, built once (also after load, which sets the options first)
         self.estimator = PMOE(**{field.name: getattr(self, field.name) for field in dataclasses.fields(PMOE)})
+        self.actor.behavior_expert = self.behavior_expert  # the expert that acts while collecting
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "estimator"]  # rebuilt from the saved options
@@ -122,7 +126,9 @@ class PMOESAC(SAC):
 
             # critic: a' from expert k' ~ Cat(w(s'))
             with torch.no_grad():
-                next_a, next_logp = next_action(self.actor.distribution(data.next_observations), self.target_logp)
+                next_a, next_logp = next_action(
+                    self.actor.distribution(data.next_observations), self.target_logp, self.behavior_expert
+                )
                 next_q = self._q_min(data.next_observations, next_a, self.critic_target) - ent_coef * next_logp
                 target = data.rewards + (1 - data.dones) * discounts * next_q.unsqueeze(1)
             critic_loss = 0.5 * sum(F.mse_loss(q, target) for q in self.critic(obs, data.actions))

@@ -88,8 +88,11 @@ class MixtureActor(BasePolicy):
     def distribution(self, obs: torch.Tensor) -> SquashedMixture:
         return self.mixture(self.extract_features(obs, self.features_extractor))
 
+    behavior_expert: options.BehaviorExpert = options.BEHAVIOR_EXPERT  # PMOESAC sets its own
+
     def forward(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.mixture.act(self.extract_features(obs, self.features_extractor), deterministic)[0]
+        features = self.extract_features(obs, self.features_extractor)
+        return self.mixture.act(features, deterministic, expert=self.behavior_expert)[0]
 
     def action_log_prob(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """An exact mixture sample (k ~ Cat(w), reparameterised within expert k) and its mixture log-density."""
