@@ -266,7 +266,7 @@ def next_action(
     """The critic target's a' and log pi(a'|s') (docs/algorithms.md): k' ~ Cat(w(s')) (``expert="sample"``: a' is
     an exact mixture sample) or k' = argmax w(s') (``"argmax"``), a' = tanh(u') from expert k', with expert k''s
     log-density (``component``, official) or the mixture's."""
-    u, logp = next_dist.expert_sample(next_dist.behavior_expert(expert))
+    u, logp = next_dist.expert_sample(next_dist.choose_expert(expert))
     if kind == "mixture":
         logp = next_dist.mixture_log_prob(u)
     return torch.tanh(u), logp

@@ -87,7 +87,7 @@ class GaussianMixture:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """An exact mixture sample: k ~ Cat(w), a ~ N(mu_k, sigma_k) (``expert="argmax"``: k = argmax w, a sample
         of the most probable expert). Returns (a (B, A), k (B,))."""
-        k = self.behavior_expert(expert, generator)
+        k = self.choose_expert(expert, generator)
         mean, std = gather_expert(self.mean, k), gather_expert(self.log_std.expand_as(self.mean), k).exp()
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + std * eps, k
@@ -107,25 +107,17 @@ class GaussianMixture:
         k = (self.weights.cumsum(-1) < r).sum(-1)
         return k.clamp_(max=self.n_experts - 1)
 
-    def behavior_expert(
-        self, rule: BehaviorExpert = "sample", generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """The expert that acts when sampling: drawn from Cat(w) (``"sample"``) or the most probable (``"argmax"``)."""
-        return self.mode_expert() if rule == "argmax" else self.sample_expert(generator)
-
     def mode_expert(self) -> torch.Tensor:
         """The most probable expert, argmax_k w_k(s): (B,) int64."""
         return self.log_w.argmax(-1)
 
-    def acting_expert(
-        self, deterministic: bool, eval_expert: EvalExpert = "argmax", generator: torch.Generator | None = None
+    def choose_expert(
+        self, rule: EvalExpert | BehaviorExpert = "sample", generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """The expert that acts: drawn from Cat(w) when sampling; when acting deterministically the most probable
-        one (``eval_expert="argmax"``, a function of the observation) or one drawn from the gate (``"sample"``,
-        the official evaluation)."""
-        if deterministic and eval_expert == "argmax":
-            return self.mode_expert()
-        return self.sample_expert(generator)
+        """The expert that acts, per state: the most probable one (``"argmax"``, a function of the observation) or
+        one drawn from Cat(w) (``"sample"``). Deterministic acting uses ``net.eval_expert``, sampling
+        ``sac.behavior_expert`` ("sample" for every other caller)."""
+        return self.mode_expert() if rule == "argmax" else self.sample_expert(generator)
 
     def gate_entropy(self) -> torch.Tensor:
         """H(w(s)) = -sum_k w_k log w_k, averaged over the states (no gradient)."""

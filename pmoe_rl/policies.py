@@ -74,7 +74,7 @@ class MixturePolicy(nn.Module):
         """
         dist = self(obs)
         if deterministic:
-            k = dist.acting_expert(True, self.eval_expert, generator)
+            k = dist.choose_expert(self.eval_expert, generator)
             return torch.tanh(gather_expert(dist.mean, k)), k
         u, k = dist.sample(generator, expert)  # no log-density: acting does not need it
         return torch.tanh(u), k
@@ -190,7 +190,7 @@ class PPOPolicy(nn.Module):
             k = torch.zeros(mean.shape[0], dtype=torch.long, device=mean.device)
         else:
             dist = GaussianMixture(mean, self.log_std, torch.log_softmax(self.gate(norm_obs), dim=-1))
-            k = dist.acting_expert(deterministic, self.eval_expert, generator)
+            k = dist.choose_expert(self.eval_expert if deterministic else "sample", generator)
         mean = gather_expert(mean, k)
         if deterministic:
             return mean, k

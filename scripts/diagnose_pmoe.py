@@ -203,11 +203,9 @@ def behaviour_spread(run_dir: str, episodes: int, seed: int = 1000, draws: int =
         done, ret = False, 0.0
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32).expand(draws, -1)
-            actions = agent.policy.act(obs_t, generator=gen, expert=rule)[0]
-            dist = agent.policy(obs_t[:1])
-            u = gather_expert(dist.mean, dist.mode_expert()) + gather_expert(
-                dist.log_std, dist.mode_expert()
-            ).exp() * torch.randn((draws, dist.mean.shape[-1]), generator=gen)
+            dist = agent.policy(obs_t)
+            actions = torch.tanh(dist.sample(gen, rule)[0])
+            u, _ = dist.expert_sample(dist.mode_expert(), gen)  # the most probable expert alone
             behaviour.append(float(actions.var(0).sum()))
             one_expert.append(float(torch.tanh(u).var(0).sum()))
             obs, reward, terminated, truncated, _ = env.step(actions[0].numpy())

@@ -194,7 +194,7 @@ class MixtureDistribution(Distribution):
 
     def mode(self) -> torch.Tensor:
         dist = self.distribution
-        return gather_expert(dist.mean, dist.acting_expert(True, self.eval_expert))
+        return gather_expert(dist.mean, dist.choose_expert(self.eval_expert))
 
     def actions_from_params(self, mean, log_std, log_w, deterministic: bool = False) -> torch.Tensor:
         self.proba_distribution(mean, log_std, log_w)
