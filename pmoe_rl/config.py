@@ -71,7 +71,7 @@ class NetConfig(Section):
 
 class SACConfig(Section):
     """SAC and its actor-loss estimators; defaults from the official PMOE-SAC code except update_sample and
-    policy_logp (configs/pmoe_sac_official.yaml)."""
+    select_by (configs/pmoe_sac_official.yaml)."""
 
     actor_lr: PositiveFloat = 3e-4
     """Adam learning rate of the policy (and gate)"""
@@ -121,11 +121,11 @@ class SACConfig(Section):
     """PMOE: the sample the best expert is updated on: the one that won the choice of k* (selected, official) or a new
     draw of expert k* (fresh, default: the noise is not conditioned on the critic; docs/pmoe_diagnosis.md)"""
     policy_logp: options.PolicyLogp = options.POLICY_LOGP
-    """PMOE: log pi in the actor loss L_pi: of each sample's own expert (component, official) or the mixture's
-    (mixture, default: overlapping experts are penalised, which keeps them apart)"""
+    """PMOE: log pi in the actor loss L_pi: of each sample's own expert (component, official and default) or the
+    mixture's (mixture: overlapping experts are penalised, which pushes them apart)"""
     select_by: options.SelectBy = options.SELECT_BY
     """PMOE: what the critic compares to choose the best expert k*: each expert's sampled action (sample, official) or
-    its mean action (mean)"""
+    its mean action (mean, default: the choice is not decided by the noise; docs/pmoe_diagnosis.md)"""
     behavior_expert: options.BehaviorExpert = options.BEHAVIOR_EXPERT
     """mixture policies: the expert that acts while training and draws a' in the critic's target: one drawn from the
     gate at every step (sample, official) or the gate's most probable (argmax: the behaviour switches expert only
@@ -542,7 +542,7 @@ def load_yaml(path: str | Path) -> dict:
 
 # Options added after runs had been saved, with the value those runs used: a saved config without one ran with it,
 # whatever today's default is (resume, evaluate and the SB3 conversion must not change a run's method).
-SAVED_BEFORE = {"sac": {"update_sample": "selected", "policy_logp": "component"}}
+SAVED_BEFORE = {"sac": {"update_sample": "selected", "policy_logp": "component", "select_by": "sample"}}
 
 
 def from_dict(values: dict) -> Config:

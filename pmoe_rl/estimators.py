@@ -125,8 +125,8 @@ class PMOE(ActorLoss):
     choice of k* (``selected``); that sample's noise is conditioned on the critic, which biases the gradient
     (the squash term pushes the mean away from the critic's maximum, the noise scale grows; docs/pmoe_diagnosis.md).
     ``fresh`` (default) draws a new sample of expert k*: given k*, an unbiased SAC gradient of that expert.
-    ``policy_logp``: log pi in L_pi, k*'s own (``component``, official) or the mixture's (``mixture``, default).
-    ``select_by``: k* compares each expert's sample (``sample``, official) or its mean action (``mean``).
+    ``policy_logp``: log pi in L_pi, k*'s own (``component``, official and default) or the mixture's (``mixture``).
+    ``select_by``: k* compares each expert's sample (``sample``, official) or its mean action (``mean``, default).
     """
 
     expert_update: options.ExpertUpdate = options.EXPERT_UPDATE

@@ -22,9 +22,9 @@ def test_shipped_configs_validate(name):
 
 
 def test_a_run_saved_before_an_option_existed_keeps_the_value_it_ran_with():
-    """Runs saved before ``sac.update_sample`` / ``sac.policy_logp`` existed used the selected sample and the component
-    density; resuming or converting them must not switch to today's defaults (a new sample, the mixture's)."""
-    for key, used, default in (("update_sample", "selected", "fresh"), ("policy_logp", "component", "mixture")):
+    """Runs saved before ``sac.update_sample`` / ``sac.select_by`` existed used the selected sample and the choice by
+    samples; resuming or converting them must not switch to today's defaults (a new sample, the choice by means)."""
+    for key, used, default in (("update_sample", "selected", "fresh"), ("select_by", "sample", "mean")):
         saved = to_dict(Config(env="Hopper-v5"))
         del saved["sac"][key]
         assert getattr(from_dict(saved).sac, key) == used
@@ -34,9 +34,9 @@ def test_a_run_saved_before_an_option_existed_keeps_the_value_it_ran_with():
 def test_official_pmoe_sac_config_differs_from_the_defaults_only_in_the_actor_loss():
     official = validate(apply_dict(Config(env="Hopper-v5"), load_yaml(CONFIGS / "pmoe_sac_official.yaml")))
     default = validate(Config(env="Hopper-v5"))
-    assert (official.sac.update_sample, official.sac.policy_logp) == ("selected", "component")
+    assert (official.sac.update_sample, official.sac.select_by) == ("selected", "sample")
     assert official.model_copy(update={"sac": default.sac}) == default
-    assert official.sac.model_copy(update={"update_sample": "fresh", "policy_logp": "mixture"}) == default.sac
+    assert official.sac.model_copy(update={"update_sample": "fresh", "select_by": "mean"}) == default.sac
 
 
 def test_precedence_and_typed_overrides():

@@ -29,7 +29,7 @@ class PMOESAC(SAC):
 
     ``PMOESAC("MlpPolicy", env, policy_kwargs=dict(n_experts=4))``; every other argument is SAC's. PMOE options
     (defaults shared with the native agent through :mod:`pmoe_rl.options`: the official code's except
-    ``update_sample`` and ``policy_logp``, docs/algorithms.md): ``expert_update``
+    ``update_sample`` and ``select_by``, docs/algorithms.md): ``expert_update``
     (``best`` | ``all``), ``gate_loss`` (``mse`` | ``ce``), ``gate_loss_weight`` (1.0), ``target_logp``
     (``component`` | ``mixture``), ``alpha_logp`` (``best`` | ``mixture``), ``update_sample`` (``selected`` |
     ``fresh``; docs/pmoe_diagnosis.md), ``select_by`` (``sample`` | ``mean``), ``policy_logp`` (``component`` |
