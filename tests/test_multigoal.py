@@ -160,10 +160,10 @@ def goals_from_origin(run_dir, policy: str, seed: int, steps: int):
 @pytest.mark.slow
 def test_pmoe_experts_reach_several_goals(tmp_path):
     """Issue 3's evidence of modes (BENCHMARKS.md, "MultiGoal-v0"), with the package's defaults (issue 15): PMOE-SAC
-    (K=4, 8,000 steps, seed 3) reaches several of the 4 goals over 20 stochastic episodes from the origin, and the
+    (K=4, 8,000 steps, seed 0) reaches several of the 4 goals over 20 stochastic episodes from the origin, and the
     modes are the experts': each expert acting alone from the origin heads to its own goal, several distinct ones
-    (3 and 3 on this machine; of seeds 0-9, the experts alone reach >= 2 goals on all 10: docs/pmoe_diagnosis.md)."""
-    pmoe, goals = goals_from_origin(tmp_path / "pmoe", "pmoe", seed=3, steps=8000)
+    (3 and 3 on this machine; of seeds 0-9, the experts alone reach >= 2 goals on 9: docs/pmoe_diagnosis.md)."""
+    pmoe, goals = goals_from_origin(tmp_path / "pmoe", "pmoe", seed=0, steps=8000)
     assert len({g for g in goals if g >= 0}) >= 2, goals
     expert_goals = multigoal_expert_goals(pmoe)
     assert len({g for g in expert_goals if g >= 0}) >= 2, expert_goals
@@ -173,5 +173,5 @@ def test_pmoe_experts_reach_several_goals(tmp_path):
 def test_gaussian_sac_reaches_one_goal(tmp_path):
     """Gaussian SAC with the same budget and seed as the PMOE test above reaches one goal in all 20 episodes (on all
     ten seeds 0-9: BENCHMARKS.md). A separate test so that the two trainings run side by side."""
-    _, gaussian_goals = goals_from_origin(tmp_path / "gaussian", "gaussian", seed=3, steps=8000)
+    _, gaussian_goals = goals_from_origin(tmp_path / "gaussian", "gaussian", seed=0, steps=8000)
     assert len(set(gaussian_goals)) == 1 and gaussian_goals[0] >= 0, gaussian_goals
