@@ -34,6 +34,7 @@ import yaml
 
 from pmoe_rl.checkpoint import write_text_atomic
 from pmoe_rl.cli import Parser, entry_point
+from pmoe_rl.config import from_dict, to_dict
 from pmoe_rl.errors import ConfigError
 
 # settings that do not make a method different (how a run was executed, logged, or its budget)
@@ -76,7 +77,8 @@ def flatten_config(d: dict, prefix: str = "") -> dict:
 
 def read_run(path: Path) -> Run | None:
     """A run directory's config and evaluations (None when it has no evaluation yet)."""
-    config = flatten_config(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    # through config.from_dict: an option the run's version did not save has the value it ran with, not None
+    config = flatten_config(to_dict(from_dict(yaml.safe_load((path / "config.yaml").read_text()) or {})))
     with open(path / "progress.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("eval/mean_reward")]
     if not rows:
@@ -217,10 +219,15 @@ def write_all(runs: list[Run], out: Path, normalize: str = "task") -> list[Path]
     return written
 
 
+def _legend(ax) -> None:
+    """Below the axes: method names can be wider than the plot (``_save`` grows the canvas to hold it)."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15))
+
+
 def _save(fig, path: Path, written: list[Path]) -> None:
     plt = _plt()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     written.append(path)
 
@@ -250,11 +257,11 @@ def task_figures(task: str, groups: dict[str, list[Run]], out: Path, written: li
             for k in range(usage.shape[1]):
                 usage_ax.plot(steps, usage[:, k], label=f"{method}: expert {k}")
     ax.set(xlabel="steps", ylabel="evaluation return", title=f"{task}: mean, 95% bootstrap CI over seeds")
-    ax.legend(fontsize=8)
+    _legend(ax)
     _save(fig, out / f"curves_{_slug(task)}.png", written)
     if usage_fig is not None:
         usage_ax.set(xlabel="steps", ylabel="fraction of evaluation steps", title=f"{task}: expert usage")
-        usage_ax.legend(fontsize=7)
+        _legend(usage_ax)
         _save(usage_fig, out / f"expert_usage_{_slug(task)}.png", written)
     return rows
 
@@ -282,7 +289,7 @@ def aggregate(runs: list[Run], names: list[str], scores: np.ndarray, normalize: 
         ax.fill_between(taus, profile[1], profile[2], alpha=0.2)
     ax.set(xlabel="normalised score tau", ylabel="fraction of runs with score > tau",
            title=f"performance profile over {len(tasks)} task(s)")  # fmt: skip
-    ax.legend(fontsize=8)
+    _legend(ax)
     written: list[Path] = []
     _save(fig, out / "profile.png", written)
     header = f"Normalised final scores ({normalize}), {len(tasks)} task(s); 95% stratified-bootstrap intervals."

@@ -101,6 +101,20 @@ def test_offline_runs_use_their_normalised_scores_and_methods_ignore_unread_sect
     assert np.allclose(plot.final_scores(found, "task"), 0.42)
 
 
+def test_a_run_saved_before_an_option_existed_is_grouped_by_the_value_it_ran_with(tmp_path):
+    """A run whose config.yaml predates ``sac.select_by`` ran with the choice by samples (config.SAVED_BEFORE): it is
+    that method, not ``select_by=None``, and groups with a new run that sets ``sample`` explicitly."""
+    make_run(tmp_path / "old", "Hopper-v5", 0, [1.0, 2.0], sac__select_by="sample")
+    saved = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())
+    del saved["sac"]["select_by"]
+    (tmp_path / "old" / "config.yaml").write_text(yaml.safe_dump(saved))
+    make_run(tmp_path / "new_sample", "Hopper-v5", 1, [1.0, 2.0], sac__select_by="sample")
+    make_run(tmp_path / "new_default", "Hopper-v5", 0, [1.0, 2.0])
+    found = plot.find_runs([tmp_path])
+    names = dict(zip((r.path.name for r in found), plot.method_names(found)))
+    assert names == {"old": "select_by=sample", "new_sample": "select_by=sample", "new_default": "select_by=mean"}
+
+
 def test_user_errors(tmp_path, capsys):
     code, _, err = run(plot.main, [tmp_path / "missing"], capsys)
     assert_user_error(code, err, "does not exist")
