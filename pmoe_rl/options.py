@@ -56,7 +56,7 @@ GATE_LOSS_WEIGHT = 1.0
 TARGET_LOGP: TargetLogp = "component"
 ALPHA_LOGP: AlphaLogp = "best"
 # Not the official code's: k* chosen by the critic's value of each expert's mean action (the official per-sample
-# choice is blind on Hopper: 0.58 of Gaussian SAC at 50k steps, 1.5x with "mean"), L_pi on a new draw of expert k*
+# choice is blind on Hopper: 0.58-0.61 of Gaussian SAC at 50k steps, 1.5x with "mean"), L_pi on a new draw of expert k*
 # (unbiased; the official "selected" fails SB3's identity test) under k*'s own log-density (the official one; with
 # "mean", the mixture's fails the identity test). docs/pmoe_diagnosis.md.
 POLICY_LOGP: PolicyLogp = "component"
