@@ -17,12 +17,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pmoe_rl.config import ODICEConfig, from_dict, to_dict
+
 
 def method(cfg: dict) -> str:
     algo = cfg["algo"]
     name = {"odice": f"O-DICE ({cfg['odice']['update']})", "iql": "IQL", "bc": "BC"}[algo]
-    if algo == "odice" and cfg["odice"]["update"] == "orthogonal":
-        name = "O-DICE"
+    if algo == "odice":
+        if cfg["odice"]["update"] == "orthogonal":
+            name = "O-DICE"
+        default = ODICEConfig()
+        name += "".join(f", {k} {cfg['odice'][k]}" for k in ("lam", "eta") if cfg["odice"][k] != getattr(default, k))
     return name + (f", {cfg['policy']} K={cfg['experts']}" if cfg["policy"] != "gaussian" else "")
 
 
@@ -46,7 +51,7 @@ def main() -> None:
     groups: dict[tuple[str, str], list[Path]] = collections.defaultdict(list)
     for run in args.runs:
         if (run / "config.yaml").is_file() and (run / "progress.csv").is_file():
-            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            cfg = to_dict(from_dict(yaml.safe_load((run / "config.yaml").read_text())))
             steps = curve(run)[0]
             if steps and steps[-1] >= cfg["steps"]:  # finished runs only
                 groups[(dataset_label(cfg["dataset"]), method(cfg))].append(run)
