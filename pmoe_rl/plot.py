@@ -78,7 +78,10 @@ def flatten_config(d: dict, prefix: str = "") -> dict:
 def read_run(path: Path) -> Run | None:
     """A run directory's config and evaluations (None when it has no evaluation yet)."""
     # through config.from_dict: an option the run's version did not save has the value it ran with, not None
-    config = flatten_config(to_dict(from_dict(yaml.safe_load((path / "config.yaml").read_text()) or {})))
+    try:
+        config = flatten_config(to_dict(from_dict(yaml.safe_load((path / "config.yaml").read_text()) or {})))
+    except ConfigError as exc:
+        raise ConfigError(f"{path / 'config.yaml'}: {exc}") from None
     with open(path / "progress.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("eval/mean_reward")]
     if not rows:

@@ -121,3 +121,6 @@ def test_user_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run(plot.main, [tmp_path / "empty"], capsys)
     assert_user_error(code, err, "no run directory with evaluations")
+    make_run(tmp_path / "edited", "Hopper-v5", 0, [1.0, 2.0], sac__gamma=2.0)  # a hand-edited, invalid config
+    code, _, err = run(plot.main, [tmp_path / "edited"], capsys)
+    assert_user_error(code, err, "edited/config.yaml")
