@@ -554,6 +554,17 @@ def from_dict(values: dict) -> Config:
     return apply_dict(Config(), values)
 
 
+def load_run_config(run_dir: str | Path) -> Config:
+    """A run directory's saved config.yaml as a Config (through :func:`from_dict`); an invalid one is a ConfigError
+    that names the file."""
+    path = Path(run_dir) / "config.yaml"
+    values = load_yaml(path)
+    try:
+        return from_dict(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def to_dict(cfg: Config) -> dict:
     return cfg.model_dump()
 

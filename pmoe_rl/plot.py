@@ -30,11 +30,10 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from pmoe_rl.checkpoint import write_text_atomic
 from pmoe_rl.cli import Parser, entry_point
-from pmoe_rl.config import from_dict, to_dict
+from pmoe_rl.config import load_run_config, to_dict
 from pmoe_rl.errors import ConfigError
 
 # settings that do not make a method different (how a run was executed, logged, or its budget)
@@ -77,11 +76,8 @@ def flatten_config(d: dict, prefix: str = "") -> dict:
 
 def read_run(path: Path) -> Run | None:
     """A run directory's config and evaluations (None when it has no evaluation yet)."""
-    # through config.from_dict: an option the run's version did not save has the value it ran with, not None
-    try:
-        config = flatten_config(to_dict(from_dict(yaml.safe_load((path / "config.yaml").read_text()) or {})))
-    except ConfigError as exc:
-        raise ConfigError(f"{path / 'config.yaml'}: {exc}") from None
+    # an option the run's version did not save has the value it ran with (config.from_dict), not None
+    config = flatten_config(to_dict(load_run_config(path)))
     with open(path / "progress.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("eval/mean_reward")]
     if not rows:

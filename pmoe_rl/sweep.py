@@ -57,7 +57,7 @@ import numpy as np
 from pmoe_rl import imitate, train
 from pmoe_rl.checkpoint import write_text_atomic
 from pmoe_rl.cli import Parser, entry_point
-from pmoe_rl.config import Config, apply_dict, from_dict, load_yaml, nested, resumable, to_dict
+from pmoe_rl.config import Config, apply_dict, load_run_config, load_yaml, nested, resumable, to_dict
 from pmoe_rl.errors import ConfigError, PmoeError, RunDirError
 from pmoe_rl.plot import flatten_config, read_run
 
@@ -86,7 +86,7 @@ class Trial:
         (the run-level options that a resume may change aside)."""
         if self.status == "pending" or not (self.run_dir / "config.yaml").is_file():
             return
-        saved = flatten_config(to_dict(from_dict(load_yaml(self.run_dir / "config.yaml"))))
+        saved = flatten_config(to_dict(load_run_config(self.run_dir)))
         wanted = flatten_config(self.config)
         changed = [k for k in wanted if not resumable(k.split(".")[0]) and saved.get(k) != wanted[k]]
         if changed:

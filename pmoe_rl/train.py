@@ -28,8 +28,8 @@ from pmoe_rl.cli import Parser, configure_cpu, entry_point
 from pmoe_rl.config import (
     Config,
     apply_dict,
-    from_dict,
     is_section,
+    load_run_config,
     load_yaml,
     parse_value,
     resumable,
@@ -192,7 +192,7 @@ def _resume_config(args) -> tuple[Config, Path]:
         )
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"cannot resume {run_dir}: it is not a pmoe-rl run directory (no config.yaml)")
-    cfg = from_dict(load_yaml(run_dir / "config.yaml"))
+    cfg = load_run_config(run_dir)
     flags = apply_dict(cfg, _flag_values(args))
     changed = sorted(k for k in _flag_values(args) if not resumable(k) and getattr(flags, k) != getattr(cfg, k))
     if changed:

@@ -15,9 +15,8 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from pmoe_rl.config import ODICEConfig, from_dict, to_dict
+from pmoe_rl.config import ODICEConfig, load_run_config, to_dict
 
 
 def method(cfg: dict) -> str:
@@ -51,7 +50,7 @@ def main() -> None:
     groups: dict[tuple[str, str], list[Path]] = collections.defaultdict(list)
     for run in args.runs:
         if (run / "config.yaml").is_file() and (run / "progress.csv").is_file():
-            cfg = to_dict(from_dict(yaml.safe_load((run / "config.yaml").read_text())))
+            cfg = to_dict(load_run_config(run))
             steps = curve(run)[0]
             if steps and steps[-1] >= cfg["steps"]:  # finished runs only
                 groups[(dataset_label(cfg["dataset"]), method(cfg))].append(run)
