@@ -271,6 +271,8 @@ class ODICEConfig(Section):
     """weight decay of the policy's Adam"""
     policy_hidden: Sizes = [1024, 1024]
     """hidden sizes of the policy (ReLU)"""
+    tanh_mean: bool = False
+    """squash the policy's mean with tanh (the official offline-RL code: no; its imitation setting: yes)"""
 
 
 class IQLConfig(Section):
@@ -289,6 +291,8 @@ class IQLConfig(Section):
     """Adam learning rate of the policy (cosine-decayed to 0 over the run, as IQL)"""
     policy_hidden: Sizes = [256, 256]
     """hidden sizes of the policy (ReLU)"""
+    tanh_mean: bool = True
+    """squash the policy's mean with tanh (IQL's official code and CORL; the Gaussian around it is not squashed)"""
 
 
 class BCConfig(Section):
@@ -298,6 +302,8 @@ class BCConfig(Section):
     """Adam learning rate of the policy"""
     policy_hidden: Sizes = [256, 256]
     """hidden sizes of the policy (ReLU)"""
+    tanh_mean: bool = False
+    """squash the policy's mean with tanh"""
 
 
 class ImitationConfig(Section):
@@ -542,7 +548,10 @@ def load_yaml(path: str | Path) -> dict:
 
 # Options added after runs had been saved, with the value those runs used: a saved config without one ran with it,
 # whatever today's default is (resume, evaluate and the SB3 conversion must not change a run's method).
-SAVED_BEFORE = {"sac": {"update_sample": "selected", "policy_logp": "component", "select_by": "sample"}}
+SAVED_BEFORE = {
+    "sac": {"update_sample": "selected", "policy_logp": "component", "select_by": "sample"},
+    "iql": {"tanh_mean": False},
+}
 
 
 def from_dict(values: dict) -> Config:

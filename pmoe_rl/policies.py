@@ -133,7 +133,7 @@ class PPOPolicy(nn.Module):
 
     The observation is normalised first (:class:`ObsNormalizer`; its statistics are buffers of this
     module, so checkpoints carry them and evaluation applies them frozen). Mean MLP (tanh, orthogonal
-    init, output gain 0.01) -> K*A; log-std a free parameter (K, A); gate Linear(obs -> K) + softmax on
+    init, output gain 0.01) -> K*A, through a tanh with ``tanh_mean``; log-std a free parameter (K, A); gate Linear(obs -> K) + softmax on
     the normalised observation (co-author script). K = 1 has no gate.
     """
 
@@ -149,10 +149,11 @@ class PPOPolicy(nn.Module):
         clip_obs: float = 10.0,
         eval_expert: options.EvalExpert = options.EVAL_EXPERT,
         log_std_bounds: tuple[float, float] | None = None,
+        tanh_mean: bool = False,
     ):
         super().__init__()
         self.obs_dim, self.act_dim, self.n_experts, self.eval_expert = obs_dim, act_dim, n_experts, eval_expert
-        self.log_std_bounds = log_std_bounds
+        self.log_std_bounds, self.tanh_mean = log_std_bounds, tanh_mean
         self.obs_norm = ObsNormalizer(obs_dim, norm_obs, clip_obs)
         act_fn = nn.Tanh if activation == "tanh" else nn.ReLU
         self.mean_net = mlp(obs_dim, list(hidden), n_experts * act_dim, act_fn, orthogonal=True, out_gain=0.01)
@@ -164,12 +165,18 @@ class PPOPolicy(nn.Module):
 
     def distribution(self, norm_obs: torch.Tensor) -> GaussianMixture:
         """The mixture for already-normalised observations (what the rollout buffer stores)."""
-        mean = self.mean_net(norm_obs).view(*norm_obs.shape[:-1], self.n_experts, self.act_dim)
+        mean = self.means(norm_obs).view(*norm_obs.shape[:-1], self.n_experts, self.act_dim)
         if self.gate is None:
             log_w = torch.zeros(mean.shape[:-1], device=mean.device, dtype=mean.dtype)
         else:
             log_w = torch.log_softmax(self.gate(norm_obs), dim=-1)
         return GaussianMixture(mean, self.clamped_log_std().expand_as(mean), log_w)
+
+    def means(self, norm_obs: torch.Tensor) -> torch.Tensor:
+        """The experts' means, flat (..., K * A): the mean network's output, through tanh with ``tanh_mean`` (IQL's
+        policy: the mean stays inside the action bounds; the distribution around it is not squashed)."""
+        out = self.mean_net(norm_obs)
+        return torch.tanh(out) if self.tanh_mean else out
 
     def clamped_log_std(self) -> torch.Tensor:
         """The log-std parameter, clamped to ``log_std_bounds`` when given (the offline agents' policies)."""
@@ -185,7 +192,7 @@ class PPOPolicy(nn.Module):
         (this runs once per environment step). Stochastic: k ~ Cat(w), a ~ N(mu_k, sigma_k), an exact mixture
         sample. Deterministic: mu_k of argmax w (``eval_expert="argmax"``) or of an expert drawn from Cat(w)
         (``"sample"``), as :class:`MixturePolicy`."""
-        mean = self.mean_net(norm_obs).view(-1, self.n_experts, self.act_dim)
+        mean = self.means(norm_obs).view(-1, self.n_experts, self.act_dim)
         if self.gate is None:
             k = torch.zeros(mean.shape[0], dtype=torch.long, device=mean.device)
         else:

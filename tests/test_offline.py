@@ -332,6 +332,49 @@ def test_offline_run_resumes_and_refuses_another_dataset(pendulum, datasets, tmp
     assert "was trained on dataset" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cls, squashed", [(IQL, True), (ODICE, False), (OfflineAgent, False)])
+def test_iql_squashes_its_policy_mean_and_the_others_do_not(cls, squashed, pendulum):
+    """IQL's official policy (and CORL's) puts tanh on the mean, O-DICE's RL policy does not; log pi is a plain
+    Gaussian around that mean, checked against torch.distributions, as is the deterministic action."""
+    policy = agent(cls, pendulum).policy
+    with torch.no_grad():
+        policy.mean_net[-1].weight.mul_(500.0)  # raw means well outside [-1, 1]
+    obs = torch.randn(64, 3) * 3
+    raw = policy.mean_net(obs)
+    assert raw.abs().max() > 2
+    mean = torch.tanh(raw) if squashed else raw
+    actions = torch.rand(64, 1) * 2 - 1
+    reference = torch.distributions.Normal(mean, policy.clamped_log_std().exp()).log_prob(actions).sum(-1)
+    torch.testing.assert_close(policy.distribution(obs).log_prob(actions), reference)
+    torch.testing.assert_close(policy.act(obs, deterministic=True)[0], mean.clamp(-1, 1))
+
+
+def test_iql_policy_in_stable_baselines3_acts_as_the_native_one(pendulum, tmp_path):
+    from pmoe_rl import load_policy
+    from pmoe_rl.sb3 import from_checkpoint
+
+    run = tmp_path / "iql"
+    args = ["--algo", "iql", "--dataset", pendulum, "--steps", "20", "--eval-every", "0", "--run-dir", str(run),
+            *SMALL_OFFLINE]  # fmt: skip
+    assert cli_main(train.main, args) == 0
+    model, (policy, _) = from_checkpoint(run), load_policy(run)
+    with torch.no_grad():  # the same large output layer in both: means far outside [-1, 1] before the tanh
+        for layer in (policy.mean_net[-1], model.policy.action_net):
+            layer.weight.mul_(20.0)
+    obs = np.stack([model.observation_space.sample() for _ in range(32)])
+    native = policy.act(torch.as_tensor(obs), deterministic=True)[0].numpy()
+    assert 0.3 < np.abs(native).max() < 0.999  # squashed, not clipped
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], native, atol=1e-5)
+
+
+def test_a_run_saved_before_iql_squashed_its_mean_keeps_its_policy():
+    from pmoe_rl.config import from_dict, to_dict
+
+    saved = to_dict(Config(algo="iql"))
+    del saved["iql"]["tanh_mean"]
+    assert from_dict(saved).iql.tanh_mean is False and Config(algo="iql").iql.tanh_mean is True
+
+
 def test_imitation_keeps_the_first_episodes_with_zero_rewards(pendulum):
     a = agent(OfflineAgent, pendulum, offline={"imitation": True, "imitation_episodes": 2})
     assert len(a.buffer) == 400 and a.buffer.transitions().rewards.abs().sum() == 0  # Pendulum: 200 steps each

@@ -31,18 +31,19 @@ def build_policy(cfg: Config, obs_dim: int, act_dim: int) -> MixturePolicy | Com
         hidden = [] if im.learner == "linear" else im.hidden
         return MixturePolicy(obs_dim, act_dim, 1, hidden, net.log_std_min, net.log_std_max, eval_expert=net.eval_expert)
     if cfg.algo in options.OFFLINE_ALGOS:  # the O-DICE code's Gaussian (a mixture with --policy pmoe)
-        off = cfg.offline
+        off, section = cfg.offline, getattr(cfg, cfg.algo)
         return PPOPolicy(
             obs_dim,
             act_dim,
             cfg.n_experts,
-            getattr(cfg, cfg.algo).policy_hidden,
+            section.policy_hidden,
             "relu",
             0.0,
             off.normalize_obs,
             options.OBS_CLIP,
             net.eval_expert,
             (off.log_std_min, off.log_std_max),
+            section.tanh_mean,
         )
     if cfg.algo == "ppo":
         ppo = cfg.ppo

@@ -129,12 +129,13 @@ def _offline(cfg: Config, env, device, overrides: dict) -> PPO:
     """An offline run's policy (a Gaussian or mixture with a state-independent log-std, like PPO's) as SB3's
     ``PPO`` with :class:`MixtureActorCriticPolicy`, for ``predict`` (its value head is SB3's initial one:
     offline runs train no PPO value function)."""
-    off = cfg.offline
+    off, section = cfg.offline, getattr(cfg, cfg.algo)
     policy_kwargs = dict(
         n_experts=cfg.n_experts,
         eval_expert=cfg.net.eval_expert,
-        net_arch=dict(pi=getattr(cfg, cfg.algo).policy_hidden, vf=off.value_hidden),
+        net_arch=dict(pi=section.policy_hidden, vf=off.value_hidden),
         activation_fn=nn.ReLU,
+        tanh_mean=section.tanh_mean,
     )
     if off.normalize_obs:
         policy_kwargs.update(

@@ -221,8 +221,9 @@ class ObsNormalizerExtractor(BaseFeaturesExtractor):
 
 class MixtureActorCriticPolicy(ActorCriticPolicy):
     """SB3 ``ActorCriticPolicy`` with a Gaussian-mixture action distribution. Extra keyword arguments:
-    ``n_experts`` (5), ``eval_expert`` (``argmax`` | ``sample``) and ``q_net_arch`` (None; a list of sizes adds
-    the auxiliary Q(s, a) head of PMOE-PPO, a ReLU MLP on the features and the clipped action).
+    ``n_experts`` (5), ``eval_expert`` (``argmax`` | ``sample``), ``q_net_arch`` (None; a list of sizes adds
+    the auxiliary Q(s, a) head of PMOE-PPO, a ReLU MLP on the features and the clipped action) and ``tanh_mean``
+    (False; True squashes the experts' means with tanh, as pmoe-rl's IQL policy).
 
     The gate is Linear(features -> K) + softmax on the (policy) features, as pmoe-rl's PPO policy gates on the
     normalised observation; it is initialised orthogonally with gain 0.01 (near-uniform weights)."""
@@ -235,6 +236,7 @@ class MixtureActorCriticPolicy(ActorCriticPolicy):
         n_experts: int = options.PPO_EXPERTS,
         eval_expert: options.EvalExpert = options.EVAL_EXPERT,
         q_net_arch: list[int] | None = None,
+        tanh_mean: bool = False,
         **kwargs,
     ):
         if kwargs.get("use_sde"):
@@ -245,11 +247,13 @@ class MixtureActorCriticPolicy(ActorCriticPolicy):
                 f"(use SB3's own MlpPolicy for {type(action_space).__name__} actions)"
             )
         self.n_experts, self.eval_expert, self.q_net_arch = n_experts, eval_expert, q_net_arch
+        self.tanh_mean = tanh_mean
         super().__init__(observation_space, action_space, *args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(n_experts=self.n_experts, eval_expert=self.eval_expert, q_net_arch=self.q_net_arch)
+        data.update(n_experts=self.n_experts, eval_expert=self.eval_expert, q_net_arch=self.q_net_arch,
+                    tanh_mean=self.tanh_mean)  # fmt: skip
         return data
 
     def _build(self, lr_schedule) -> None:
@@ -288,6 +292,8 @@ class MixtureActorCriticPolicy(ActorCriticPolicy):
 
     def _mixture(self, features: torch.Tensor, latent_pi: torch.Tensor) -> MixtureDistribution:
         mean = self.action_net(latent_pi)
+        if self.tanh_mean:
+            mean = torch.tanh(mean)
         if self.gate is None:
             log_w = torch.zeros(mean.shape[0], 1, device=mean.device, dtype=mean.dtype)
         else:
