@@ -133,8 +133,8 @@ class PPOPolicy(nn.Module):
 
     The observation is normalised first (:class:`ObsNormalizer`; its statistics are buffers of this
     module, so checkpoints carry them and evaluation applies them frozen). Mean MLP (tanh, orthogonal
-    init, output gain 0.01) -> K*A, through a tanh with ``tanh_mean``; log-std a free parameter (K, A); gate Linear(obs -> K) + softmax on
-    the normalised observation (co-author script). K = 1 has no gate.
+    init, output gain 0.01) -> K*A, through a tanh with ``tanh_mean``; log-std a free parameter (K, A); gate
+    Linear(obs -> K) + softmax on the normalised observation (co-author script). K = 1 has no gate.
     """
 
     def __init__(
