@@ -16,17 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from pmoe_rl.config import ODICEConfig, load_run_config, to_dict
+from pmoe_rl.config import Config, load_run_config, to_dict
+
+# the options that make a different method, named in its label when they are not the defaults
+LABELLED = {"odice": ("lam", "eta", "tanh_mean"), "iql": ("tanh_mean",), "bc": ("tanh_mean",)}
 
 
 def method(cfg: dict) -> str:
     algo = cfg["algo"]
     name = {"odice": f"O-DICE ({cfg['odice']['update']})", "iql": "IQL", "bc": "BC"}[algo]
-    if algo == "odice":
-        if cfg["odice"]["update"] == "orthogonal":
-            name = "O-DICE"
-        default = ODICEConfig()
-        name += "".join(f", {k} {cfg['odice'][k]}" for k in ("lam", "eta") if cfg["odice"][k] != getattr(default, k))
+    if algo == "odice" and cfg["odice"]["update"] == "orthogonal":
+        name = "O-DICE"
+    default = to_dict(Config())[algo]
+    name += "".join(f", {k} {cfg[algo][k]}" for k in LABELLED[algo] if cfg[algo][k] != default[k])
     return name + (f", {cfg['policy']} K={cfg['experts']}" if cfg["policy"] != "gaussian" else "")
 
 
