@@ -21,6 +21,18 @@ def test_shipped_configs_validate(name):
     validate(apply_dict(Config(env="Hopper-v5"), load_yaml(CONFIGS / name)))
 
 
+def test_odice_imitation_config_is_the_papers_section_9_setting():
+    cfg = validate(
+        apply_dict(
+            Config(env="Hopper-v5", dataset="pmoe_rl/Hopper-v5/expert-v0"), load_yaml(CONFIGS / "odice_imitation.yaml")
+        )
+    )
+    o, off = cfg.odice, cfg.offline
+    assert (cfg.algo, cfg.steps, o.lam, o.eta, o.value_lr, o.actor_lr) == ("odice", 500_000, 0.4, 1.0, 1e-4, 1e-4)
+    assert (o.layer_norm, o.tanh_mean, o.twin_v, o.update) == (False, True, True, "orthogonal")
+    assert (off.imitation, off.imitation_episodes, off.normalize_obs) == (True, 1, True)
+
+
 def test_a_run_saved_before_an_option_existed_keeps_the_value_it_ran_with():
     """Runs saved before ``sac.update_sample`` / ``sac.select_by`` existed used the selected sample and the choice by
     samples; resuming or converting them must not switch to today's defaults (a new sample, the choice by means)."""
