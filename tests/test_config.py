@@ -43,6 +43,12 @@ def test_a_run_saved_before_an_option_existed_keeps_the_value_it_ran_with():
         assert getattr(from_dict(to_dict(Config(env="Hopper-v5"))).sac, key) == default
 
 
+def test_a_run_saved_before_iql_squashed_its_mean_keeps_its_policy():
+    saved = to_dict(Config(algo="iql"))
+    del saved["iql"]["tanh_mean"]
+    assert from_dict(saved).iql.tanh_mean is False and Config(algo="iql").iql.tanh_mean is True
+
+
 def test_official_pmoe_sac_config_differs_from_the_defaults_only_in_the_actor_loss():
     official = validate(apply_dict(Config(env="Hopper-v5"), load_yaml(CONFIGS / "pmoe_sac_official.yaml")))
     default = validate(Config(env="Hopper-v5"))

@@ -367,14 +367,6 @@ def test_iql_policy_in_stable_baselines3_acts_as_the_native_one(pendulum, tmp_pa
     np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], native, atol=1e-5)
 
 
-def test_a_run_saved_before_iql_squashed_its_mean_keeps_its_policy():
-    from pmoe_rl.config import from_dict, to_dict
-
-    saved = to_dict(Config(algo="iql"))
-    del saved["iql"]["tanh_mean"]
-    assert from_dict(saved).iql.tanh_mean is False and Config(algo="iql").iql.tanh_mean is True
-
-
 def test_imitation_keeps_the_first_episodes_with_zero_rewards(pendulum):
     a = agent(OfflineAgent, pendulum, offline={"imitation": True, "imitation_episodes": 2})
     assert len(a.buffer) == 400 and a.buffer.transitions().rewards.abs().sum() == 0  # Pendulum: 200 steps each
