@@ -19,7 +19,12 @@ import numpy as np
 from pmoe_rl.config import Config, load_run_config, to_dict
 
 # the options that make a different method, named in its label when they are not the defaults
-LABELLED = {"odice": ("lam", "eta", "tanh_mean"), "iql": ("tanh_mean",), "bc": ("tanh_mean",)}
+LABELLED = {
+    "odice": ("lam", "eta", "tanh_mean"),
+    "iql": ("tanh_mean",),
+    "bc": ("tanh_mean",),
+    "offline": ("normalize_obs",),
+}
 
 
 def method(cfg: dict) -> str:
@@ -27,8 +32,9 @@ def method(cfg: dict) -> str:
     name = {"odice": f"O-DICE ({cfg['odice']['update']})", "iql": "IQL", "bc": "BC"}[algo]
     if algo == "odice" and cfg["odice"]["update"] == "orthogonal":
         name = "O-DICE"
-    default = to_dict(Config())[algo]
-    name += "".join(f", {k} {cfg[algo][k]}" for k in LABELLED[algo] if cfg[algo][k] != default[k])
+    default = to_dict(Config())
+    for section in (algo, "offline"):
+        name += "".join(f", {k} {cfg[section][k]}" for k in LABELLED[section] if cfg[section][k] != default[section][k])
     return name + (f", {cfg['policy']} K={cfg['experts']}" if cfg["policy"] != "gaussian" else "")
 
 
