@@ -228,7 +228,9 @@ class OfflineConfig(Section):
     normalize_reward: bool = True
     """scale rewards by 1000 / (max - min) of the dataset's episode returns (IQL and O-DICE on MuJoCo)"""
     normalize_obs: bool = False
-    """normalise observations by the dataset's mean and std (saved with the policy; O-DICE's imitation setting)"""
+    """normalise observations by the dataset's mean and std (saved with the policy): O-DICE's imitation setting and
+    CORL's default, off in the official offline-RL code; on the HalfCheetah-v5 datasets made by collect it changes
+    20k-step scores more than any other option measured (docs/offline.md)"""
     max_weight: PositiveFloat = 100.0
     """clip of the behaviour-cloning weights (EXP_ADV_MAX of IQL and O-DICE)"""
     log_std_min: float = -5.0
