@@ -159,6 +159,28 @@ def test_odice_value_gradients_by_hand(pendulum, update):
     torch.testing.assert_close(value_gradient(a, batch), expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("f", ["chi2", "kl"])
+def test_odice_extraction_weights_by_hand(pendulum, f):
+    """The weights the policy step gets: w(r + gamma (1 - d) min Vbar(s') - V(s)) per head, clipped, heads averaged,
+    computed with V before its step (scripts/odice_weights.py reads them through the same two methods)."""
+    a = agent(ODICE, pendulum, odice={"f": f})
+    torch.manual_seed(1)
+    for p in a.v_target.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    batch = a.buffer.sample(64)
+    with torch.no_grad():
+        v_next = a.v_target(batch.next_obs).min(0).values
+        delta = batch.rewards + 0.99 * (1 - batch.terminated) * v_next - a.v(batch.obs)
+        unclipped = delta.clamp_min(0) if f == "chi2" else torch.exp(delta - 1)
+        a.cfg.offline.max_weight = clip = float(unclipped[unclipped > 0].median())  # the clip bites on some
+        expected = unclipped.clamp_max(clip).mean(0)
+        torch.testing.assert_close(a.extraction_weights(a.residual(batch, a.v(batch.obs))), expected)
+    seen = {}
+    a.actor_step = lambda b, w: seen.setdefault("w", w)
+    a.update(batch)
+    torch.testing.assert_close(seen["w"], expected)
+
+
 # --- datasets ----------------------------------------------------------------------------------------------------
 
 

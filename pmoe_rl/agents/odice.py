@@ -60,6 +60,16 @@ class ODICE(OfflineAgent):
         self.v_params = list(self.v.parameters())
         self.v_opt = adam(self.v_params, device, lr=o.value_lr)
 
+    def residual(self, batch: Batch, v: torch.Tensor) -> torch.Tensor:
+        """delta_f = r + gamma (1 - d) min_i Vbar_i(s') - V(s), for V(s) of shape (n, B): the forward residual."""
+        with torch.no_grad():
+            v_target_next = self.v_target(batch.next_obs).min(0).values
+        return batch.rewards + self.cfg.offline.gamma * (1.0 - batch.terminated) * v_target_next - v
+
+    def extraction_weights(self, delta: torch.Tensor) -> torch.Tensor:
+        """The behaviour-cloning weight of each transition: w(delta) clipped at max_weight, twin heads averaged."""
+        return bc_weight(delta, self.cfg.odice.f).clamp_max(self.cfg.offline.max_weight).mean(0)
+
     def value_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of V (``odice.update``); returns (the value loss, the residual of the policy weights, detached:
         delta_f, or with the true gradient r + gamma V(s') - V(s), as the official code)."""
@@ -67,9 +77,7 @@ class ODICE(OfflineAgent):
         lam, f = o.lam, o.f
         discount = off.gamma * (1.0 - batch.terminated)
         v = self.v(batch.obs)  # (n, B)
-        with torch.no_grad():
-            v_target_next = self.v_target(batch.next_obs).min(0).values
-        delta_f = batch.rewards + discount * v_target_next - v
+        delta_f = self.residual(batch, v)
         base = (1.0 - lam) * v.mean()
         if o.update == "semi":
             loss = base + lam * f_star(delta_f, f).mean()
@@ -101,9 +109,8 @@ class ODICE(OfflineAgent):
         return loss.detach(), delta_f.detach()
 
     def update(self, batch: Batch, with_metrics: bool = False) -> dict[str, torch.Tensor]:
-        o = self.cfg.odice
         value_loss, delta_f = self.value_step(batch)
-        weights = bc_weight(delta_f, o.f).clamp_max(self.cfg.offline.max_weight).mean(0)  # twin heads averaged
+        weights = self.extraction_weights(delta_f)
         actor_loss = self.actor_step(batch, weights)
         self.soft_update(self.v_target, self.v, self.cfg.offline.tau)
         self.n_updates += 1
