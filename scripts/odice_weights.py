@@ -19,6 +19,8 @@ from pmoe_rl import checkpoint
 from pmoe_rl.agents.odice import ODICE
 from pmoe_rl.config import from_dict
 
+CHUNK = 65536  # transitions per forward pass
+
 
 @torch.no_grad()
 def weights(path: Path) -> torch.Tensor:
@@ -31,8 +33,8 @@ def weights(path: Path) -> torch.Tensor:
     agent.load_weights(ckpt.weights)
     batch = agent.buffer.transitions()
     out = []
-    for start in range(0, len(agent.buffer), 65536):
-        part = type(batch)(*(t[start : start + 65536] for t in batch))
+    for start in range(0, len(agent.buffer), CHUNK):
+        part = type(batch)(*(t[start : start + CHUNK] for t in batch))
         out.append(agent.extraction_weights(agent.residual(part, agent.v(part.obs))))
     print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}")
     return torch.cat(out)
