@@ -11,6 +11,7 @@ weights, and the effective sample size (sum w)^2 / sum w^2 as a share of the dat
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from pmoe_rl import checkpoint
 from pmoe_rl.agents.odice import ODICE
 from pmoe_rl.config import from_dict
+from pmoe_rl.errors import ConfigError, cli_main
 
 CHUNK = 65536  # transitions per forward pass
 
@@ -27,7 +29,7 @@ def weights(path: Path) -> torch.Tensor:
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt.meta["config"])
     if cfg.algo != "odice":
-        raise SystemExit(f"error: {path} holds a {cfg.algo} run; this script reads O-DICE runs")
+        raise ConfigError(f"{path} holds a {cfg.algo} run; this script reads O-DICE runs")
     dims = (ckpt.meta[space]["shape"][0] for space in ("observation_space", "action_space"))
     agent = ODICE(cfg, *dims, torch.device("cpu"))
     agent.load_weights(ckpt.weights)
@@ -40,10 +42,10 @@ def weights(path: Path) -> torch.Tensor:
     return torch.cat(out)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="an O-DICE run directory (its latest checkpoint) or a checkpoint")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     w = weights(args.path)
     n, half = len(w), len(w) // 2
@@ -55,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main(main))
