@@ -181,6 +181,24 @@ def test_odice_extraction_weights_by_hand(pendulum, f):
     torch.testing.assert_close(seen["w"], expected)
 
 
+@pytest.mark.parametrize("f,lam", [("chi2", 0.4), ("chi2", 0.6), ("kl", 0.6)])
+def test_odice_value_settles_where_the_residual_is_the_closed_form_offset(pendulum, f, lam):
+    """On a self-loop with reward r, V settles where lambda f*'(delta) = 1 - lambda: delta* = 2 (1 - lambda) / lambda - 2
+    (chi-square) or 1 + log((1 - lambda) / lambda) (reverse KL), i.e. V = (r - delta*) / (1 - gamma). The offset
+    acts as a per-step reward shift, which is why lambda interacts with the reward scale (docs/offline.md)."""
+    r, gamma = 0.5, 0.9
+    a = agent(ODICE, pendulum, odice={"f": f, "lam": lam, "value_lr": 3e-3}, offline={"gamma": gamma, "tau": 0.05})
+    s = torch.tensor([[0.3, -0.2, 0.5]]).expand(32, 3)
+    loop = type(a.buffer.sample(1))(s, torch.zeros(32, 1), torch.full((32,), r), s, torch.zeros(32))
+    for _ in range(2000):
+        a.value_step(loop)
+        a.soft_update(a.v_target, a.v, a.cfg.offline.tau)
+    offset = 2 * (1 - lam) / lam - 2 if f == "chi2" else 1 + np.log((1 - lam) / lam)
+    with torch.no_grad():
+        v = a.v(s[:1])
+    torch.testing.assert_close(v, torch.full_like(v, (r - offset) / (1 - gamma)), rtol=0.01, atol=0.01)
+
+
 # --- datasets ----------------------------------------------------------------------------------------------------
 
 
