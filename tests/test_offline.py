@@ -183,8 +183,8 @@ def test_odice_extraction_weights_by_hand(pendulum, f):
 
 @pytest.mark.parametrize("f,lam", [("chi2", 0.4), ("chi2", 0.6), ("kl", 0.6)])
 def test_odice_value_settles_where_the_residual_is_the_closed_form_offset(pendulum, f, lam):
-    """On a self-loop with reward r, V settles where lambda f*'(delta) = 1 - lambda: delta* = 2 (1 - lambda) / lambda - 2
-    (chi-square) or 1 + log((1 - lambda) / lambda) (reverse KL), i.e. V = (r - delta*) / (1 - gamma). The offset
+    """On a self-loop with reward r, V settles where lambda f*'(delta) = 1 - lambda: delta* = 2 (1 - lambda) / lambda
+    - 2 (chi-square) or 1 + log((1 - lambda) / lambda) (reverse KL), i.e. V = (r - delta*) / (1 - gamma). The offset
     acts as a per-step reward shift, which is why lambda interacts with the reward scale (docs/offline.md)."""
     r, gamma = 0.5, 0.9
     a = agent(ODICE, pendulum, odice={"f": f, "lam": lam, "value_lr": 3e-3}, offline={"gamma": gamma, "tau": 0.05})
