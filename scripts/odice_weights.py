@@ -5,7 +5,9 @@ order (for a medium-expert dataset made by ``collect``: the medium and the exper
     MINARI_DATASETS_PATH=datasets python scripts/odice_weights.py runs/my_odice_run    # or .../checkpoints/step_N
 
 Prints the share of the total weight and of non-zero weights in each half, the coefficient of variation of the
-weights, and the effective sample size (sum w)^2 / sum w^2 as a share of the dataset (1: plain behaviour cloning).
+weights, and the effective sample size (sum w)^2 / sum w^2 as a share of the dataset (1: plain behaviour cloning);
+then V (the minimum of the heads) and the mean weight by the number of steps before the episode's end, for episodes
+that ended in a terminal state (a fall) and for the others: whether V sees what a termination costs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pmoe_rl import checkpoint
@@ -22,10 +25,12 @@ from pmoe_rl.config import from_dict
 from pmoe_rl.errors import ConfigError, cli_main
 
 CHUNK = 65536  # transitions per forward pass
+TO_END = (0, 5, 20, 50, 200)  # lower edges of the bins of steps before the episode's end
 
 
 @torch.no_grad()
-def weights(path: Path) -> torch.Tensor:
+def weights(path: Path) -> tuple[torch.Tensor, torch.Tensor, ODICE]:
+    """The extraction weight and V (the heads' minimum) of every transition, and the agent."""
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt.meta["config"])
     if cfg.algo != "odice":
@@ -34,12 +39,21 @@ def weights(path: Path) -> torch.Tensor:
     agent = ODICE(cfg, *dims, torch.device("cpu"))
     agent.load_weights(ckpt.weights)
     batch = agent.buffer.transitions()
-    out = []
+    w, v = [], []
     for start in range(0, len(agent.buffer), CHUNK):
         part = type(batch)(*(t[start : start + CHUNK] for t in batch))
-        out.append(agent.extraction_weights(agent.residual(part, agent.v(part.obs))))
+        v_part = agent.v(part.obs)
+        w.append(agent.extraction_weights(agent.residual(part, v_part)))
+        v.append(v_part.min(0).values)
     print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}")
-    return torch.cat(out)
+    return torch.cat(w), torch.cat(v), agent
+
+
+def steps_to_end(episode_ends: np.ndarray, terminated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each transition: the steps left before its episode's last one, and whether that episode terminated."""
+    lengths = np.diff(episode_ends, prepend=-1)
+    left = np.concatenate([np.arange(n - 1, -1, -1) for n in lengths])
+    return left, np.repeat(terminated[episode_ends].astype(bool), lengths)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,13 +61,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", type=Path, help="an O-DICE run directory (its latest checkpoint) or a checkpoint")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    w = weights(args.path)
+    w, v, agent = weights(args.path)
     n, half = len(w), len(w) // 2
     ess = w.sum() ** 2 / (w**2).sum() / n
     print(f"weights: mean {w.mean():.3f}, non-zero {(w > 0).float().mean():.3f}, coefficient of variation "
           f"{w.std() / w.mean():.2f}, max {w.max():.2f}, effective sample {ess:.3f} of n")  # fmt: skip
     for name, part in (("first half", w[:half]), ("second half", w[half:])):
         print(f"{name}: share of the total weight {part.sum() / w.sum():.3f}, non-zero {(part > 0).float().mean():.3f}")
+    left, fell = steps_to_end(np.asarray(agent.data.episode_ends), np.asarray(agent.data.terminated))
+    w, v = w.numpy(), v.numpy()
+    print("steps before the end | ended in a terminal state: n, V, mean w | the others: n, V, mean w")
+    for lo, hi in zip(TO_END, TO_END[1:] + (None,)):
+        row = f"{lo}-{hi - 1}" if hi else f"{lo}+"
+        in_bin = (left >= lo) & (left < (hi or np.inf))
+        for group in (in_bin & fell, in_bin & ~fell):
+            row += f" | {group.sum()}, " + (f"{v[group].mean():.2f}, {w[group].mean():.3f}" if group.any() else "-, -")
+        print(row)
 
 
 if __name__ == "__main__":
