@@ -233,6 +233,9 @@ class OfflineConfig(Section):
     20k-step scores more than any other option measured (docs/offline.md)"""
     max_weight: PositiveFloat = 100.0
     """clip of the behaviour-cloning weights (EXP_ADV_MAX of IQL and O-DICE)"""
+    actor_lr_schedule: options.LRSchedule = "auto"
+    """the policy's learning rate: constant, or decayed to 0 on a cosine over the run's --steps (IQL's schedule); auto
+    is each official code's: cosine for IQL, constant for O-DICE and BC"""
     log_std_min: float = -5.0
     """lower clamp of the policy's state-independent log-std"""
     log_std_max: float = 2.0
@@ -290,7 +293,7 @@ class IQLConfig(Section):
     critic_lr: PositiveFloat = 3e-4
     """Adam learning rate of the twin Q"""
     actor_lr: PositiveFloat = 3e-4
-    """Adam learning rate of the policy (cosine-decayed to 0 over the run, as IQL)"""
+    """Adam learning rate of the policy (decayed to 0 on a cosine over the run: offline.actor_lr_schedule)"""
     policy_hidden: Sizes = [256, 256]
     """hidden sizes of the policy (ReLU)"""
     tanh_mean: bool = True

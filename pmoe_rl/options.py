@@ -36,6 +36,7 @@ FDivergence = Literal["chi2", "kl"]  # O-DICE's f: Pearson chi-square or reverse
 ValueUpdate = Literal["orthogonal", "true", "semi"]  # O-DICE's gradient of the value loss
 ActorUpdate = Literal["gradient", "sso"]  # SAC's actor step: one optimiser step, or target-based surrogate steps
 SSOInner = Literal["adam", "armijo", "sgd"]  # the inner solver of pmoe_rl.sso
+LRSchedule = Literal["auto", "constant", "cosine"]  # an offline policy's learning rate (auto: its official code's)
 EtaSchedule = Literal["constant", "sqrt"]  # SSO's target-space step size: constant or eta / sqrt(t + 1)
 # torch.compile of the update: off, or a torch.compile mode ("reduce-overhead" adds CUDA graphs on CUDA).
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]

@@ -199,6 +199,28 @@ def test_odice_value_settles_where_the_residual_is_the_closed_form_offset(pendul
     torch.testing.assert_close(v, torch.full_like(v, (r - offset) / (1 - gamma)), rtol=0.01, atol=0.01)
 
 
+@pytest.mark.parametrize(
+    "cls,schedule,cosine",
+    [(IQL, "auto", True), (ODICE, "auto", False), (OfflineAgent, "auto", False), (ODICE, "cosine", True),
+     (IQL, "constant", False)],
+)  # fmt: skip
+def test_the_policy_learning_rate_follows_its_schedule(pendulum, cls, schedule, cosine):
+    """offline.actor_lr_schedule: auto is cosine for IQL only (its official code); the cosine follows PyTorch's
+    CosineAnnealingLR over the run's steps down to 0, the constant stays at actor_lr."""
+    a = agent(cls, pendulum, offline={"actor_lr_schedule": schedule})
+    lr = getattr(a.cfg, a.section).actor_lr
+    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    cosine_lr = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=a.cfg.steps, eta_min=0.0)
+    for n in range(a.cfg.steps + 1):
+        a.n_updates = n
+        if n in (0, 1, 250, 500, 999, 1000):
+            a.actor_step(a.buffer.sample(8))
+            expected = reference.param_groups[0]["lr"] if cosine else lr
+            assert a.actor_opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6, abs=1e-12)
+        reference.step()
+        cosine_lr.step()
+
+
 # --- datasets ----------------------------------------------------------------------------------------------------
 
 

@@ -4,13 +4,13 @@
   V:      min_V E[ |tau - 1(u < 0)| u^2 ],  u = min_i Qbar_i(s, a) - V(s)          (expectile tau = 0.7)
   Q:      min_Q sum_i E[(Q_i(s, a) - r - (1 - d) gamma V(s'))^2] / 2                (twin Q)
   policy: max E[ min(exp(beta u), max_weight) log pi(a|s) ]                          (beta = 3, u detached)
-  target: Qbar <- (1 - tau) Qbar + tau Q every step; the policy's learning rate decays to 0 on a cosine.
+  target: Qbar <- (1 - tau) Qbar + tau Q every step; the policy's learning rate decays to 0 on a cosine
+          (offline.actor_lr_schedule=auto).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 
@@ -31,8 +31,6 @@ class IQL(OfflineAgent):
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v_opt = adam(self.v.parameters(), device, lr=iql.value_lr)
         self.q_opt = adam(self.q.parameters(), device, lr=iql.critic_lr)
-        # cosine decay of the policy's learning rate over the run (IQL's schedule), set before each step
-        self.actor_lr = lambda n: iql.actor_lr * 0.5 * (1.0 + math.cos(math.pi * min(n / cfg.steps, 1.0)))
 
     def update(self, batch: Batch, with_metrics: bool = False) -> dict[str, torch.Tensor]:
         iql, off = self.cfg.iql, self.cfg.offline
@@ -54,8 +52,6 @@ class IQL(OfflineAgent):
         self.q_opt.step()
         # policy: advantage-weighted regression
         weights = torch.exp(iql.temperature * u.detach()).clamp_max(off.max_weight)
-        for group in self.actor_opt.param_groups:
-            group["lr"] = self.actor_lr(self.n_updates)
         actor_loss = self.actor_step(batch, weights)
         self.soft_update(self.q_target, self.q, off.tau)
         self.n_updates += 1

@@ -11,6 +11,8 @@ add their value functions and weights.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -94,13 +96,24 @@ class OfflineAgent(Agent):
         section = getattr(cfg, self.section)
         decay = getattr(section, "actor_weight_decay", 0.0)
         self.actor_opt = adam(self.policy.parameters(), device, lr=section.actor_lr, weight_decay=decay)
+        schedule = cfg.offline.actor_lr_schedule
+        self.cosine_lr = schedule == "cosine" or (schedule == "auto" and cfg.algo == "iql")
 
     def bc_loss(self, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         """-E[w log pi(a|s)] on (already normalised) observations; a mixture policy's log pi is the mixture's."""
         logp = self.policy.distribution(batch.obs).log_prob(batch.actions)
         return -(logp if weights is None else weights * logp).mean()
 
+    def actor_lr(self, n: int) -> float:
+        """The policy's learning rate at update ``n``: the section's ``actor_lr``, or with the cosine schedule
+        actor_lr (1 + cos(pi n / steps)) / 2, which reaches 0 at the run's last step (IQL's)."""
+        lr = getattr(self.cfg, self.section).actor_lr
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(n / self.cfg.steps, 1.0))) if self.cosine_lr else lr
+
     def actor_step(self, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cosine_lr:
+            for group in self.actor_opt.param_groups:
+                group["lr"] = self.actor_lr(self.n_updates)
         loss = self.bc_loss(batch, weights)
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
