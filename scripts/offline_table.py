@@ -23,7 +23,7 @@ LABELLED = {
     "odice": ("lam", "eta", "tanh_mean"),
     "iql": ("tanh_mean",),
     "bc": ("tanh_mean",),
-    "offline": ("normalize_obs",),
+    "offline": ("normalize_obs", "actor_lr_schedule"),
 }
 
 
