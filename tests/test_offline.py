@@ -18,6 +18,7 @@ from pmoe_rl import collect, evaluate, train
 from pmoe_rl.agents.iql import IQL
 from pmoe_rl.agents.odice import ODICE, bc_weight, f_star, orthogonal_gradient
 from pmoe_rl.agents.offline import OfflineAgent
+from pmoe_rl.buffers import Batch
 from pmoe_rl.config import Config, validate
 from pmoe_rl.datasets import DatasetError, load_transitions
 from pmoe_rl.errors import cli_main
@@ -189,7 +190,7 @@ def test_odice_value_settles_where_the_residual_is_the_closed_form_offset(pendul
     r, gamma = 0.5, 0.9
     a = agent(ODICE, pendulum, odice={"f": f, "lam": lam, "value_lr": 3e-3}, offline={"gamma": gamma, "tau": 0.05})
     s = torch.tensor([[0.3, -0.2, 0.5]]).expand(32, 3)
-    loop = type(a.buffer.sample(1))(s, torch.zeros(32, 1), torch.full((32,), r), s, torch.zeros(32))
+    loop = Batch(s, torch.zeros(32, 1), torch.full((32,), r), s, torch.zeros(32))
     for _ in range(2000):
         a.value_step(loop)
         a.soft_update(a.v_target, a.v, a.cfg.offline.tau)
