@@ -8,6 +8,11 @@ Prints the share of the total weight and of non-zero weights in each half, the c
 weights, and the effective sample size (sum w)^2 / sum w^2 as a share of the dataset (1: plain behaviour cloning);
 then V (the minimum of the heads) and the mean weight by the number of steps before the episode's end, for episodes
 that ended in a terminal state (a fall) and for the others: whether V sees what a termination costs.
+
+With ``--extract N`` it then goes on training only the policy for N steps, with V frozen at the checkpoint's and the
+policy's learning rate held at ``--actor-lr`` (default: the run's ``odice.actor_lr``, constant), and prints the
+normalised score of ``--eval-episodes`` deterministic episodes every ``--eval-every`` steps: whether the policy
+extracted from this V settles, or swings while V stands still.
 """
 
 from __future__ import annotations
@@ -22,15 +27,16 @@ import torch
 from pmoe_rl import checkpoint
 from pmoe_rl.agents.odice import ODICE
 from pmoe_rl.config import from_dict
+from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.errors import ConfigError, cli_main
+from pmoe_rl.evaluation import evaluate_policy
 
 CHUNK = 65536  # transitions per forward pass
 TO_END = (0, 5, 20, 50, 200)  # lower edges of the bins of steps before the episode's end
 
 
-@torch.no_grad()
-def weights(path: Path) -> tuple[torch.Tensor, torch.Tensor, ODICE]:
-    """The extraction weight and V (the heads' minimum) of every transition, and the agent."""
+def load(path: Path) -> ODICE:
+    """The O-DICE agent of a run directory (its latest checkpoint) or a checkpoint, on the CPU."""
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt.meta["config"])
     if cfg.algo != "odice":
@@ -38,6 +44,13 @@ def weights(path: Path) -> tuple[torch.Tensor, torch.Tensor, ODICE]:
     dims = (ckpt.meta[space]["shape"][0] for space in ("observation_space", "action_space"))
     agent = ODICE(cfg, *dims, torch.device("cpu"))
     agent.load_weights(ckpt.weights)
+    print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}")
+    return agent
+
+
+@torch.no_grad()
+def weights(agent: ODICE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The extraction weight and V (the heads' minimum) of every transition."""
     batch = agent.buffer.transitions()
     w, v = [], []
     for start in range(0, len(agent.buffer), CHUNK):
@@ -45,8 +58,31 @@ def weights(path: Path) -> tuple[torch.Tensor, torch.Tensor, ODICE]:
         v_part = agent.v(part.obs)
         w.append(agent.extraction_weights(agent.residual(part, v_part)))
         v.append(v_part.min(0).values)
-    print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}")
-    return torch.cat(w), torch.cat(v), agent
+    return torch.cat(w), torch.cat(v)
+
+
+def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int) -> None:
+    """Train only the policy, on the weights of the frozen V, at a constant learning rate; print the normalised
+    score of a deterministic evaluation every ``eval_every`` steps (the run's evaluation seed each time)."""
+    cfg = agent.cfg
+    agent.cosine_lr = False
+    for group in agent.actor_opt.param_groups:
+        group["lr"] = lr
+    seed_everything(cfg.seed)
+    env = make_env(cfg.env)
+    try:
+        print(f"policy only, V frozen, learning rate {lr:g}: normalised score every {eval_every} steps")
+        for n in range(steps + 1):
+            if n % eval_every == 0:
+                result = evaluate_policy(agent.policy, env, episodes, cfg.seed + 1)
+                print(f"{n}: {agent.data.normalized_score(result.mean_return):.1f}", flush=True)
+            if n < steps:
+                batch = agent.buffer.sample(cfg.offline.batch_size)
+                with torch.no_grad():
+                    w = agent.extraction_weights(agent.residual(batch, agent.v(batch.obs)))
+                agent.actor_step(batch, w)
+    finally:
+        env.close()
 
 
 def steps_to_end(episode_ends: np.ndarray, terminated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,9 +95,22 @@ def steps_to_end(episode_ends: np.ndarray, terminated: np.ndarray) -> tuple[np.n
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="an O-DICE run directory (its latest checkpoint) or a checkpoint")
+    parser.add_argument(
+        "--extract",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then train only the policy for N steps with V frozen (default: 0, no)",
+    )
+    parser.add_argument("--actor-lr", type=float, help="the policy's constant learning rate there (default: the run's)")
+    parser.add_argument("--eval-every", type=int, default=2500, help="evaluate every this many steps (default: 2500)")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
     args = parser.parse_args(argv)
+    if args.extract < 0 or args.eval_every < 1 or args.eval_episodes < 1 or (args.actor_lr or 1) <= 0:
+        parser.error("--extract must be >= 0, --eval-every, --eval-episodes and --actor-lr positive")
     torch.set_num_threads(1)
-    w, v, agent = weights(args.path)
+    agent = load(args.path)
+    w, v = weights(agent)
     n, half = len(w), len(w) // 2
     ess = w.sum() ** 2 / (w**2).sum() / n
     print(f"weights: mean {w.mean():.3f}, non-zero {(w > 0).float().mean():.3f}, coefficient of variation "
@@ -77,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         for group in (in_bin & fell, in_bin & ~fell):
             row += f" | {group.sum()}, " + (f"{v[group].mean():.2f}, {w[group].mean():.3f}" if group.any() else "-, -")
         print(row)
+    if args.extract:
+        extract(agent, args.extract, args.actor_lr or agent.cfg.odice.actor_lr, args.eval_every, args.eval_episodes)
 
 
 if __name__ == "__main__":

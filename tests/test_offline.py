@@ -2,11 +2,13 @@
 and by other code, every bad dataset's error, the offline agents on the run skeleton, and a seeded learning test."""
 
 import copy
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +26,7 @@ from pmoe_rl.datasets import DatasetError, load_transitions
 from pmoe_rl.errors import cli_main
 from pmoe_rl.recording import read_episodes
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL_OFFLINE = [
     "--set", "odice.policy_hidden=[32,32]", "--set", "iql.policy_hidden=[32,32]", "--set", "bc.policy_hidden=[32,32]",
     "--set", "offline.value_hidden=[32,32]", "--set", "offline.batch_size=32", "--no-progress",
@@ -393,6 +396,30 @@ def test_offline_run_resumes_and_refuses_another_dataset(pendulum, datasets, tmp
     (run / "config.yaml").write_text(config)
     assert cli_main(train.main, ["--resume", str(run), "--steps", "80", "--no-progress"]) == 2
     assert "was trained on dataset" in capsys.readouterr().err
+
+
+def test_odice_weights_extract_trains_only_the_policy_at_a_constant_rate(pendulum, tmp_path, capsys):
+    """scripts/odice_weights.py --extract: V and its target stay as the checkpoint holds them, the policy moves at
+    the given learning rate (not the run's cosine schedule), and it is evaluated every --eval-every steps."""
+    run = tmp_path / "odice"
+    args = ["--algo", "odice", "--dataset", pendulum, "--steps", "20", "--eval-every", "0", "--checkpoint-every",
+            "20", "--run-dir", str(run), "--set", "offline.actor_lr_schedule=cosine", *SMALL_OFFLINE]  # fmt: skip
+    assert cli_main(train.main, args) == 0
+    spec = importlib.util.spec_from_file_location("odice_weights", ROOT / "scripts" / "odice_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    loaded = script.load(run)
+    frozen = {k: v.clone() for k, v in loaded.v.state_dict().items()}
+    frozen_target = {k: v.clone() for k, v in loaded.v_target.state_dict().items()}
+    policy = [p.detach().clone() for p in loaded.policy.parameters()]
+    capsys.readouterr()
+    script.extract(loaded, 6, 1e-3, 3, 1)
+    scores = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert [line.split(":")[0] for line in scores] == ["0", "3", "6"]
+    for before, after in ((frozen, loaded.v.state_dict()), (frozen_target, loaded.v_target.state_dict())):
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not all(torch.equal(a, b) for a, b in zip(policy, loaded.policy.parameters()))
+    assert [group["lr"] for group in loaded.actor_opt.param_groups] == [1e-3]
 
 
 @pytest.mark.parametrize("cls, squashed", [(IQL, True), (ODICE, False), (OfflineAgent, False)])
