@@ -20,7 +20,7 @@ from pmoe_rl.config import Config, load_run_config, to_dict
 
 # the options that make a different method, named in its label when they are not the defaults
 LABELLED = {
-    "odice": ("lam", "eta", "tanh_mean"),
+    "odice": ("lam", "eta", "tanh_mean", "actor_weight_decay"),
     "iql": ("tanh_mean",),
     "bc": ("tanh_mean",),
     "offline": ("normalize_obs", "actor_lr_schedule"),
