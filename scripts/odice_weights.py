@@ -29,7 +29,7 @@ from pmoe_rl.agents.odice import ODICE
 from pmoe_rl.config import from_dict
 from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.errors import ConfigError, cli_main
-from pmoe_rl.evaluation import evaluate_policy
+from pmoe_rl.evaluation import eval_seed, evaluate_policy
 
 CHUNK = 65536  # transitions per forward pass
 TO_END = (0, 5, 20, 50, 200)  # lower edges of the bins of steps before the episode's end
@@ -74,7 +74,7 @@ def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int)
         print(f"policy only, V frozen, learning rate {lr:g}: normalised score every {eval_every} steps")
         for n in range(steps + 1):
             if n % eval_every == 0:
-                result = evaluate_policy(agent.policy, env, episodes, cfg.seed + 1)
+                result = evaluate_policy(agent.policy, env, episodes, eval_seed(cfg.seed))
                 print(f"{n}: {agent.data.normalized_score(result.mean_return):.1f}", flush=True)
             if n < steps:
                 batch = agent.buffer.sample(cfg.offline.batch_size)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
     args = parser.parse_args(argv)
     if args.extract < 0 or args.eval_every < 1 or args.eval_episodes < 1 or (args.actor_lr or 1) <= 0:
-        parser.error("--extract must be >= 0, --eval-every, --eval-episodes and --actor-lr positive")
+        parser.error("--extract must be >= 0; --eval-every, --eval-episodes and --actor-lr must be positive")
     torch.set_num_threads(1)
     agent = load(args.path)
     w, v = weights(agent)
