@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=2500, help="evaluate every this many steps (default: 2500)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
     args = parser.parse_args(argv)
-    if args.extract < 0 or args.eval_every < 1 or args.eval_episodes < 1 or (args.actor_lr or 1) <= 0:
+    lr_given = args.actor_lr is not None
+    if args.extract < 0 or args.eval_every < 1 or args.eval_episodes < 1 or (lr_given and args.actor_lr <= 0):
         parser.error("--extract must be >= 0; --eval-every, --eval-episodes and --actor-lr must be positive")
     torch.set_num_threads(1)
     agent = load(args.path)
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
             row += f" | {group.sum()}, " + (f"{v[group].mean():.2f}, {w[group].mean():.3f}" if group.any() else "-, -")
         print(row)
     if args.extract:
-        extract(agent, args.extract, args.actor_lr or agent.cfg.odice.actor_lr, args.eval_every, args.eval_episodes)
+        lr = args.actor_lr if lr_given else agent.cfg.odice.actor_lr
+        extract(agent, args.extract, lr, args.eval_every, args.eval_episodes)
 
 
 if __name__ == "__main__":
