@@ -12,7 +12,9 @@ that ended in a terminal state (a fall) and for the others: whether V sees what 
 With ``--extract N`` it then goes on training only the policy for N steps, with V frozen at the checkpoint's and the
 policy's learning rate held at ``--actor-lr`` (default: the run's ``odice.actor_lr``, constant), and prints the
 normalised score of ``--eval-episodes`` deterministic episodes every ``--eval-every`` steps: whether the policy
-extracted from this V settles, or swings while V stands still.
+extracted from this V settles, or swings while V stands still. ``--policy-hidden 1024 1024`` extracts a fresh policy
+of those hidden sizes (the official one's) instead of continuing the checkpoint's: whether the swing depends on the
+policy's size.
 """
 
 from __future__ import annotations
@@ -35,16 +37,24 @@ CHUNK = 65536  # transitions per forward pass
 TO_END = (0, 5, 20, 50, 200)  # lower edges of the bins of steps before the episode's end
 
 
-def load(path: Path) -> ODICE:
-    """The O-DICE agent of a run directory (its latest checkpoint) or a checkpoint, on the CPU."""
+def load(path: Path, policy_hidden: list[int] | None = None) -> ODICE:
+    """The O-DICE agent of a run directory (its latest checkpoint) or a checkpoint, on the CPU; with
+    ``policy_hidden``, V and its target from the checkpoint and a freshly initialised policy of those sizes."""
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt.meta["config"])
     if cfg.algo != "odice":
         raise ConfigError(f"{path} holds a {cfg.algo} run; this script reads O-DICE runs")
+    if policy_hidden is not None:
+        cfg.odice.policy_hidden = policy_hidden
     dims = (ckpt.meta[space]["shape"][0] for space in ("observation_space", "action_space"))
     agent = ODICE(cfg, *dims, torch.device("cpu"))
-    agent.load_weights(ckpt.weights)
-    print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}")
+    if policy_hidden is None:
+        agent.load_weights(ckpt.weights)
+    else:
+        for name in ("v", "v_target"):
+            getattr(agent, name).load_state_dict(checkpoint.submodule(ckpt.weights, name))
+    fresh = f", a fresh {'-'.join(map(str, policy_hidden))} policy" if policy_hidden else ""
+    print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}{fresh}")
     return agent
 
 
@@ -103,14 +113,23 @@ def main(argv: list[str] | None = None) -> None:
         help="then train only the policy for N steps with V frozen (default: 0, no)",
     )
     parser.add_argument("--actor-lr", type=float, help="the policy's constant learning rate there (default: the run's)")
+    parser.add_argument(
+        "--policy-hidden",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="with --extract: a fresh policy of these hidden sizes (e.g. 1024 1024) instead of the checkpoint's",
+    )
     parser.add_argument("--eval-every", type=int, default=2500, help="evaluate every this many steps (default: 2500)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
     args = parser.parse_args(argv)
     lr_given = args.actor_lr is not None
     if args.extract < 0 or args.eval_every < 1 or args.eval_episodes < 1 or (lr_given and args.actor_lr <= 0):
         parser.error("--extract must be >= 0; --eval-every, --eval-episodes and --actor-lr must be positive")
+    if args.policy_hidden is not None and (not args.extract or min(args.policy_hidden) < 1):
+        parser.error("--policy-hidden needs --extract N and positive sizes")
     torch.set_num_threads(1)
-    agent = load(args.path)
+    agent = load(args.path, args.policy_hidden)
     w, v = weights(agent)
     n, half = len(w), len(w) // 2
     ess = w.sum() ** 2 / (w**2).sum() / n

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from torch import nn
 
 from pmoe_rl import collect, evaluate, train
 from pmoe_rl.agents.iql import IQL
@@ -420,6 +421,11 @@ def test_odice_weights_extract_trains_only_the_policy_at_a_constant_rate(pendulu
         assert all(torch.equal(before[k], after[k]) for k in before)
     assert not all(torch.equal(a, b) for a, b in zip(policy, loaded.policy.parameters()))
     assert [group["lr"] for group in loaded.actor_opt.param_groups] == [1e-3]
+    # --policy-hidden: the checkpoint's V and target, and a freshly built policy of the given sizes
+    fresh = script.load(run, [24, 16])
+    for mine, saved in ((fresh.v, frozen), (fresh.v_target, frozen_target)):
+        assert all(torch.equal(mine.state_dict()[k], saved[k]) for k in saved)
+    assert [m.out_features for m in fresh.policy.modules() if isinstance(m, nn.Linear)][:2] == [24, 16]
 
 
 @pytest.mark.parametrize("cls, squashed", [(IQL, True), (ODICE, False), (OfflineAgent, False)])
