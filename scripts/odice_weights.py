@@ -12,9 +12,10 @@ that ended in a terminal state (a fall) and for the others: whether V sees what 
 With ``--extract N`` it then goes on training only the policy for N steps, with V frozen at the checkpoint's and the
 policy's learning rate held at ``--actor-lr`` (default: the run's ``odice.actor_lr``, constant), and prints the
 normalised score of ``--eval-episodes`` deterministic episodes every ``--eval-every`` steps: whether the policy
-extracted from this V settles, or swings while V stands still. ``--policy-hidden 1024 1024`` extracts a fresh policy
-of those hidden sizes (the official one's) instead of continuing the checkpoint's: whether the swing depends on the
-policy's size.
+extracted from this V settles, or swings while V stands still. ``--fresh-policy`` starts the policy from a new
+initialisation instead of the checkpoint's, and ``--set KEY=VALUE`` changes the run's options for the extraction
+(``odice.policy_hidden=[1024,1024]``, the official size, with ``--fresh-policy``; ``offline.batch_size=1024``, the
+policy's batch, V being frozen; ``offline.max_weight=5``): what the swing depends on.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 from pmoe_rl import checkpoint
 from pmoe_rl.agents.odice import ODICE
-from pmoe_rl.config import from_dict
+from pmoe_rl.config import from_dict, set_value
 from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.errors import ConfigError, cli_main
 from pmoe_rl.evaluation import eval_seed, evaluate_policy
@@ -37,23 +38,27 @@ CHUNK = 65536  # transitions per forward pass
 TO_END = (0, 5, 20, 50, 200)  # lower edges of the bins of steps before the episode's end
 
 
-def load(path: Path, policy_hidden: list[int] | None = None) -> ODICE:
-    """The O-DICE agent of a run directory (its latest checkpoint) or a checkpoint, on the CPU; with
-    ``policy_hidden``, V and its target from the checkpoint and a freshly initialised policy of those sizes."""
+def load(path: Path, overrides: tuple[str, ...] = (), fresh_policy: bool = False) -> ODICE:
+    """The O-DICE agent of a run directory (its latest checkpoint) or a checkpoint, on the CPU, with the run's
+    options changed by ``overrides`` (``--set KEY=VALUE``); with ``fresh_policy``, only V and its target come from
+    the checkpoint and the policy is newly initialised."""
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt.meta["config"])
     if cfg.algo != "odice":
         raise ConfigError(f"{path} holds a {cfg.algo} run; this script reads O-DICE runs")
-    if policy_hidden is not None:
-        cfg.odice.policy_hidden = policy_hidden
+    for assignment in overrides:
+        cfg = set_value(cfg, assignment)
     dims = (ckpt.meta[space]["shape"][0] for space in ("observation_space", "action_space"))
+    seed_everything(cfg.seed)  # a fresh policy's initialisation is the run seed's
     agent = ODICE(cfg, *dims, torch.device("cpu"))
-    if policy_hidden is None:
-        agent.load_weights(ckpt.weights)
-    else:
-        for name in ("v", "v_target"):
-            getattr(agent, name).load_state_dict(checkpoint.submodule(ckpt.weights, name))
-    fresh = f", a fresh {'-'.join(map(str, policy_hidden))} policy" if policy_hidden else ""
+    for name, module in agent.modules().items():
+        if not (fresh_policy and name == "policy"):
+            try:
+                module.load_state_dict(checkpoint.submodule(ckpt.weights, name))
+            except RuntimeError:  # a size mismatch
+                raise ConfigError(f"the checkpoint's {name} does not fit the changed options; a new policy size "
+                                  "needs --fresh-policy") from None  # fmt: skip
+    fresh = ", a fresh policy" if fresh_policy else ""
     print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}{fresh}")
     return agent
 
@@ -114,11 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--actor-lr", type=float, help="the policy's constant learning rate there (default: the run's)")
     parser.add_argument(
-        "--policy-hidden",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="with --extract: a fresh policy of these hidden sizes (e.g. 1024 1024) instead of the checkpoint's",
+        "--fresh-policy", action="store_true", help="with --extract: start from a new policy, not the checkpoint's"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one of the run's options, e.g. offline.batch_size=1024 (repeatable)",
     )
     parser.add_argument("--eval-every", type=int, default=2500, help="evaluate every this many steps (default: 2500)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
@@ -126,10 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     lr_given = args.actor_lr is not None
     if args.extract < 0 or args.eval_every < 1 or args.eval_episodes < 1 or (lr_given and args.actor_lr <= 0):
         parser.error("--extract must be >= 0; --eval-every, --eval-episodes and --actor-lr must be positive")
-    if args.policy_hidden is not None and (not args.extract or min(args.policy_hidden) < 1):
-        parser.error("--policy-hidden needs --extract N and positive sizes")
+    if args.fresh_policy and not args.extract:
+        parser.error("--fresh-policy needs --extract N")
     torch.set_num_threads(1)
-    agent = load(args.path, args.policy_hidden)
+    agent = load(args.path, tuple(args.set), args.fresh_policy)
     w, v = weights(agent)
     n, half = len(w), len(w) // 2
     ess = w.sum() ** 2 / (w**2).sum() / n

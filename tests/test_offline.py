@@ -24,7 +24,7 @@ from pmoe_rl.agents.offline import OfflineAgent
 from pmoe_rl.buffers import Batch
 from pmoe_rl.config import Config, validate
 from pmoe_rl.datasets import DatasetError, load_transitions
-from pmoe_rl.errors import cli_main
+from pmoe_rl.errors import ConfigError, cli_main
 from pmoe_rl.recording import read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -421,11 +421,16 @@ def test_odice_weights_extract_trains_only_the_policy_at_a_constant_rate(pendulu
         assert all(torch.equal(before[k], after[k]) for k in before)
     assert not all(torch.equal(a, b) for a, b in zip(policy, loaded.policy.parameters()))
     assert [group["lr"] for group in loaded.actor_opt.param_groups] == [1e-3]
-    # --policy-hidden: the checkpoint's V and target, and a freshly built policy of the given sizes
-    fresh = script.load(run, [24, 16])
+    # --set and --fresh-policy: the checkpoint's V and target, and a new policy of the changed size
+    fresh = script.load(run, ("odice.policy_hidden=[24,16]", "offline.batch_size=7"), fresh_policy=True)
     for mine, saved in ((fresh.v, frozen), (fresh.v_target, frozen_target)):
         assert all(torch.equal(mine.state_dict()[k], saved[k]) for k in saved)
     assert [m.out_features for m in fresh.policy.modules() if isinstance(m, nn.Linear)][:2] == [24, 16]
+    assert fresh.cfg.offline.batch_size == 7
+    again = script.load(run, ("odice.policy_hidden=[24,16]",), fresh_policy=True)  # initialised from the run's seed
+    assert all(torch.equal(a, b) for a, b in zip(fresh.policy.parameters(), again.policy.parameters()))
+    with pytest.raises(ConfigError, match="--fresh-policy"):
+        script.load(run, ("odice.policy_hidden=[24,16]",))
 
 
 @pytest.mark.parametrize("cls, squashed", [(IQL, True), (ODICE, False), (OfflineAgent, False)])
