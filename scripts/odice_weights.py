@@ -56,8 +56,8 @@ def load(path: Path, overrides: tuple[str, ...] = (), fresh_policy: bool = False
             try:
                 module.load_state_dict(checkpoint.submodule(ckpt.weights, name))
             except RuntimeError:  # a size mismatch
-                raise ConfigError(f"the checkpoint's {name} does not fit the changed options; a new policy size "
-                                  "needs --fresh-policy") from None  # fmt: skip
+                hint = "; a new policy size needs --fresh-policy" if name == "policy" else ""
+                raise ConfigError(f"the checkpoint's {name} does not fit the changed options{hint}") from None
     fresh = ", a fresh policy" if fresh_policy else ""
     print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}{fresh}")
     return agent
