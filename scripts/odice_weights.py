@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pmoe_rl import checkpoint
 from pmoe_rl.agents.odice import ODICE
@@ -76,10 +77,12 @@ def weights(agent: ODICE) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(w), torch.cat(v)
 
 
-def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int) -> None:
+def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int, ema: float = 0.0) -> None:
     """Train only the policy, on the weights of the frozen V, at a constant learning rate; print the normalised
-    score of a deterministic evaluation every ``eval_every`` steps (the run's evaluation seed each time)."""
+    score of a deterministic evaluation every ``eval_every`` steps (the run's evaluation seed each time), and with
+    ``ema`` > 0 that of the exponential moving average of the policy's weights (decay ``ema`` per step) too."""
     cfg = agent.cfg
+    average = AveragedModel(agent.policy, multi_avg_fn=get_ema_multi_avg_fn(ema)) if ema else None
     agent.cosine_lr = False
     for group in agent.actor_opt.param_groups:
         group["lr"] = lr
@@ -89,13 +92,19 @@ def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int)
         print(f"policy only, V frozen, learning rate {lr:g}: normalised score every {eval_every} steps")
         for n in range(steps + 1):
             if n % eval_every == 0:
-                result = evaluate_policy(agent.policy, env, episodes, eval_seed(cfg.seed))
-                print(f"{n}: {agent.data.normalized_score(result.mean_return):.1f}", flush=True)
+                scores = [evaluate_policy(policy, env, episodes, eval_seed(cfg.seed)).mean_return
+                          for policy in (agent.policy, *([average.module] if average else []))]  # fmt: skip
+                line = f"{n}: {agent.data.normalized_score(scores[0]):.1f}"
+                if average:
+                    line += f" (average {agent.data.normalized_score(scores[1]):.1f})"
+                print(line, flush=True)
             if n < steps:
                 batch = agent.buffer.sample(cfg.offline.batch_size)
                 with torch.no_grad():
                     w = agent.extraction_weights(agent.residual(batch, agent.v(batch.obs)))
                 agent.actor_step(batch, w)
+                if average:
+                    average.update_parameters(agent.policy)
     finally:
         env.close()
 
@@ -128,14 +137,23 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="change one of the run's options, e.g. offline.batch_size=1024 (repeatable)",
     )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="with --extract: also evaluate an exponential moving average of the policy's weights (e.g. 0.999)",
+    )
     parser.add_argument("--eval-every", type=int, default=2500, help="evaluate every this many steps (default: 2500)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
     args = parser.parse_args(argv)
     lr_given = args.actor_lr is not None
     if args.extract < 0 or args.eval_every < 1 or args.eval_episodes < 1 or (lr_given and args.actor_lr <= 0):
         parser.error("--extract must be >= 0; --eval-every, --eval-episodes and --actor-lr must be positive")
-    if args.fresh_policy and not args.extract:
-        parser.error("--fresh-policy needs --extract N")
+    if (args.fresh_policy or args.ema) and not args.extract:
+        parser.error("--fresh-policy and --ema need --extract N")
+    if not 0 <= args.ema < 1:
+        parser.error("--ema must be in [0, 1)")
     torch.set_num_threads(1)
     agent = load(args.path, tuple(args.set), args.fresh_policy)
     w, v = weights(agent)
@@ -156,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         print(row)
     if args.extract:
         lr = args.actor_lr if lr_given else agent.cfg.odice.actor_lr
-        extract(agent, args.extract, lr, args.eval_every, args.eval_episodes)
+        extract(agent, args.extract, lr, args.eval_every, args.eval_episodes, args.ema)
 
 
 if __name__ == "__main__":

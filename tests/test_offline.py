@@ -431,6 +431,11 @@ def test_odice_weights_extract_trains_only_the_policy_at_a_constant_rate(pendulu
     assert all(torch.equal(a, b) for a, b in zip(fresh.policy.parameters(), again.policy.parameters()))
     with pytest.raises(ConfigError, match="--fresh-policy"):
         script.load(run, ("odice.policy_hidden=[24,16]",))
+    # --ema: the moving average of the policy's weights is evaluated next to the policy
+    capsys.readouterr()
+    script.extract(fresh, 2, 1e-3, 2, 1, ema=0.5)
+    scores = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert [line.split(":")[0] for line in scores] == ["0", "2"] and all("(average " in line for line in scores)
 
 
 @pytest.mark.parametrize("cls, squashed", [(IQL, True), (ODICE, False), (OfflineAgent, False)])
