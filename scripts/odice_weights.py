@@ -15,7 +15,8 @@ normalised score of ``--eval-episodes`` deterministic episodes every ``--eval-ev
 extracted from this V settles, or swings while V stands still. ``--fresh-policy`` starts the policy from a new
 initialisation instead of the checkpoint's, and ``--set KEY=VALUE`` changes the run's options for the extraction
 (``odice.policy_hidden=[1024,1024]``, the official size, with ``--fresh-policy``; ``offline.batch_size=1024``, the
-policy's batch, V being frozen; ``offline.max_weight=5``): what the swing depends on.
+policy's batch, V being frozen; ``offline.max_weight=5``): what the swing depends on. ``--ema 0.999`` also evaluates
+an exponential moving average of the policy's weights.
 """
 
 from __future__ import annotations
