@@ -53,13 +53,16 @@ def load(path: Path, overrides: tuple[str, ...] = (), fresh_policy: bool = False
     dims = (ckpt.meta[space]["shape"][0] for space in ("observation_space", "action_space"))
     seed_everything(cfg.seed)  # a fresh policy's initialisation is the run seed's
     agent = ODICE(cfg, *dims, torch.device("cpu"))
-    for name, module in agent.modules().items():
-        if not (fresh_policy and name == "policy"):
-            try:
-                module.load_state_dict(checkpoint.submodule(ckpt.weights, name))
-            except RuntimeError:  # a size mismatch
-                hint = "; a new policy size needs --fresh-policy" if name == "policy" else ""
-                raise ConfigError(f"the checkpoint's {name} does not fit the changed options{hint}") from None
+    weights = ckpt.weights
+    if fresh_policy:  # V and its target from the checkpoint, the policy as just initialised
+        policy = {k: v for k, v in agent.weights().items() if k.startswith("policy.")}
+        weights = {k: v for k, v in weights.items() if not k.startswith("policy.")} | policy
+    try:
+        agent.load_weights(weights)
+    except RuntimeError:  # a size mismatch
+        raise ConfigError(
+            "the checkpoint does not fit the changed options (a new policy size needs --fresh-policy)"
+        ) from None
     fresh = ", a fresh policy" if fresh_policy else ""
     print(f"{path} at step {ckpt.step}: {len(agent.buffer)} transitions of {cfg.dataset}{fresh}")
     return agent
@@ -89,15 +92,17 @@ def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int,
         group["lr"] = lr
     seed_everything(cfg.seed)
     env = make_env(cfg.env)
+
+    def score(policy) -> float:
+        return agent.data.normalized_score(evaluate_policy(policy, env, episodes, eval_seed(cfg.seed)).mean_return)
+
     try:
         print(f"policy only, V frozen, learning rate {lr:g}: normalised score every {eval_every} steps")
         for n in range(steps + 1):
             if n % eval_every == 0:
-                scores = [evaluate_policy(policy, env, episodes, eval_seed(cfg.seed)).mean_return
-                          for policy in (agent.policy, *([average.module] if average else []))]  # fmt: skip
-                line = f"{n}: {agent.data.normalized_score(scores[0]):.1f}"
+                line = f"{n}: {score(agent.policy):.1f}"
                 if average:
-                    line += f" (average {agent.data.normalized_score(scores[1]):.1f})"
+                    line += f" (average {score(average.module):.1f})"
                 print(line, flush=True)
             if n < steps:
                 batch = agent.buffer.sample(cfg.offline.batch_size)
