@@ -167,7 +167,7 @@ def test_odice_value_gradients_by_hand(pendulum, update):
 @pytest.mark.parametrize("f", ["chi2", "kl"])
 def test_odice_extraction_weights_by_hand(pendulum, f):
     """The weights the policy step gets: w(r + gamma (1 - d) min Vbar(s') - V(s)) per head, clipped, heads averaged,
-    computed with V before its step (scripts/odice_weights.py reads them through the same two methods)."""
+    computed with V before its step (scripts/offline_weights.py reads them through batch_weights)."""
     a = agent(ODICE, pendulum, odice={"f": f})
     torch.manual_seed(1)
     for p in a.v_target.parameters():
@@ -179,7 +179,27 @@ def test_odice_extraction_weights_by_hand(pendulum, f):
         unclipped = delta.clamp_min(0) if f == "chi2" else torch.exp(delta - 1)
         a.cfg.offline.max_weight = clip = float(unclipped[unclipped > 0].median())  # the clip bites on some
         expected = unclipped.clamp_max(clip).mean(0)
-        torch.testing.assert_close(a.extraction_weights(a.residual(batch, a.v(batch.obs))), expected)
+        torch.testing.assert_close(a.batch_weights(batch), expected)
+    seen = {}
+    a.actor_step = lambda b, w: seen.setdefault("w", w)
+    a.update(batch)
+    torch.testing.assert_close(seen["w"], expected)
+
+
+def test_iql_extraction_weights_by_hand(pendulum):
+    """IQL's policy weights: min(exp(beta (min_i Qbar_i(s, a) - V(s))), max_weight), with V before its step; what
+    batch_weights gives (scripts/offline_weights.py) is what the policy step gets."""
+    a = agent(IQL, pendulum, iql={"temperature": 2.0})
+    torch.manual_seed(1)
+    for p in a.q_target.parameters():
+        p.data.add_(0.3 * torch.randn_like(p))
+    batch = a.buffer.sample(64)
+    with torch.no_grad():
+        q1, q2 = a.q_target(batch.obs, batch.actions)
+        unclipped = torch.exp(2.0 * (torch.minimum(q1, q2) - a.v(batch.obs)[0]))
+    a.cfg.offline.max_weight = clip = float(unclipped.median())  # the clip bites on half of them
+    expected = unclipped.clamp_max(clip)
+    torch.testing.assert_close(a.batch_weights(batch), expected)
     seen = {}
     a.actor_step = lambda b, w: seen.setdefault("w", w)
     a.update(batch)
@@ -399,16 +419,14 @@ def test_offline_run_resumes_and_refuses_another_dataset(pendulum, datasets, tmp
     assert "was trained on dataset" in capsys.readouterr().err
 
 
-def test_odice_weights_extract_trains_only_the_policy_at_a_constant_rate(pendulum, tmp_path, capsys):
-    """scripts/odice_weights.py --extract: V and its target stay as the checkpoint holds them, the policy moves at
+def test_offline_weights_extract_trains_only_the_policy_at_a_constant_rate(pendulum, tmp_path, capsys):
+    """scripts/offline_weights.py --extract: V and its target stay as the checkpoint holds them, the policy moves at
     the given learning rate (not the run's cosine schedule), and it is evaluated every --eval-every steps."""
     run = tmp_path / "odice"
     args = ["--algo", "odice", "--dataset", pendulum, "--steps", "20", "--eval-every", "0", "--checkpoint-every",
             "20", "--run-dir", str(run), "--set", "offline.actor_lr_schedule=cosine", *SMALL_OFFLINE]  # fmt: skip
     assert cli_main(train.main, args) == 0
-    spec = importlib.util.spec_from_file_location("odice_weights", ROOT / "scripts" / "odice_weights.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("offline_weights")
     loaded = script.load(run)
     frozen = {k: v.clone() for k, v in loaded.v.state_dict().items()}
     frozen_target = {k: v.clone() for k, v in loaded.v_target.state_dict().items()}
@@ -436,6 +454,43 @@ def test_odice_weights_extract_trains_only_the_policy_at_a_constant_rate(pendulu
     script.extract(fresh, 2, 1e-3, 2, 1, ema=0.5)
     scores = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
     assert [line.split(":")[0] for line in scores] == ["0", "2"] and all("(average " in line for line in scores)
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_offline_weights_reads_iql_runs_and_summarises_the_falls(pendulum, tmp_path, capsys):
+    """scripts/offline_weights.py on an IQL run: --extract moves the policy only (V, Q and the target Q frozen);
+    a BC run is refused; the per-half fall summary against a hand computation."""
+    runs = {}
+    for algo in ("iql", "bc"):
+        runs[algo] = run = tmp_path / algo
+        args = ["--algo", algo, "--dataset", pendulum, "--steps", "10", "--eval-every", "0", "--checkpoint-every",
+                "10", "--run-dir", str(run), *SMALL_OFFLINE]  # fmt: skip
+        assert cli_main(train.main, args) == 0
+    script = load_script("offline_weights")
+    loaded = script.load(runs["iql"], ("iql.tanh_mean=false",))
+    assert not loaded.policy.tanh_mean
+    values = {k: v.clone() for k, v in loaded.weights().items() if not k.startswith("policy.")}
+    policy = [p.detach().clone() for p in loaded.policy.parameters()]
+    script.extract(loaded, 4, 1e-3, 4, 1)
+    assert all(torch.equal(v, loaded.weights()[k]) for k, v in values.items())
+    assert not all(torch.equal(a, b) for a, b in zip(policy, loaded.policy.parameters()))
+    with pytest.raises(ConfigError, match="O-DICE and IQL"):
+        script.load(runs["bc"])
+    # two episodes: one falls after 4 transitions (left 3..0), one does not (3 transitions)
+    w = np.array([1.0, 2.0, 3.0, 2.0, 1.0, 1.0, 2.0])
+    left, fell = script.steps_to_end(np.array([3, 6]), np.array([False, False, False, True, False, False, False]))
+    assert left.tolist() == [3, 2, 1, 0, 2, 1, 0] and fell.tolist() == [True] * 4 + [False] * 3
+    line = script.fall_summary(w, left, fell)
+    mean = w.mean()  # 12 / 7; the falling episode's 4 transitions carry 8 of the 12
+    assert "hold 0.57 of the transitions, 0.67 of the weight;" in line
+    assert f"0-49 before a fall {2.0 / mean:.2f}x" in line and f"no fall {4 / 3 / mean:.2f}x" in line
+    assert "50-199 before a fall -" in line
 
 
 @pytest.mark.parametrize("cls, squashed", [(IQL, True), (ODICE, False), (OfflineAgent, False)])

@@ -32,6 +32,14 @@ class IQL(OfflineAgent):
         self.v_opt = adam(self.v.parameters(), device, lr=iql.value_lr)
         self.q_opt = adam(self.q.parameters(), device, lr=iql.critic_lr)
 
+    def extraction_weights(self, u: torch.Tensor) -> torch.Tensor:
+        """exp(beta u) clipped at max_weight, for the advantage u = min_i Qbar_i(s, a) - V(s)."""
+        return torch.exp(self.cfg.iql.temperature * u).clamp_max(self.cfg.offline.max_weight)
+
+    @torch.no_grad()
+    def batch_weights(self, batch: Batch) -> torch.Tensor:
+        return self.extraction_weights(self.q_target(batch.obs, batch.actions).min(0).values - self.v(batch.obs)[0])
+
     def update(self, batch: Batch, with_metrics: bool = False) -> dict[str, torch.Tensor]:
         iql, off = self.cfg.iql, self.cfg.offline
         with torch.no_grad():
@@ -51,7 +59,7 @@ class IQL(OfflineAgent):
         q_loss.backward()
         self.q_opt.step()
         # policy: advantage-weighted regression
-        weights = torch.exp(iql.temperature * u.detach()).clamp_max(off.max_weight)
+        weights = self.extraction_weights(u.detach())
         actor_loss = self.actor_step(batch, weights)
         self.soft_update(self.q_target, self.q, off.tau)
         self.n_updates += 1

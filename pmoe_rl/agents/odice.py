@@ -70,6 +70,16 @@ class ODICE(OfflineAgent):
         """The behaviour-cloning weight of each transition: w(delta) clipped at max_weight, twin heads averaged."""
         return bc_weight(delta, self.cfg.odice.f).clamp_max(self.cfg.offline.max_weight).mean(0)
 
+    def true_residual(self, batch: Batch, v: torch.Tensor) -> torch.Tensor:
+        """r + gamma (1 - d) V_i(s') - V_i(s) per head, through V(s'): the residual of ``odice.update=true``."""
+        return batch.rewards + self.cfg.offline.gamma * (1.0 - batch.terminated) * self.v(batch.next_obs) - v
+
+    @torch.no_grad()
+    def batch_weights(self, batch: Batch) -> torch.Tensor:
+        v = self.v(batch.obs)
+        true = self.cfg.odice.update == "true"
+        return self.extraction_weights(self.true_residual(batch, v) if true else self.residual(batch, v))
+
     def value_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of V (``odice.update``); returns (the value loss, the residual of the policy weights, detached:
         delta_f, or with the true gradient r + gamma V(s') - V(s), as the official code)."""
@@ -84,7 +94,7 @@ class ODICE(OfflineAgent):
             self.v_opt.zero_grad(set_to_none=True)
             loss.backward()
         elif o.update == "true":
-            delta_f = batch.rewards + discount * self.v(batch.next_obs) - v  # the policy weighs this residual too
+            delta_f = self.true_residual(batch, v)  # the policy weighs this residual too
             loss = base + lam * f_star(delta_f, f).mean()
             self.v_opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -120,6 +120,12 @@ class OfflineAgent(Agent):
         self.actor_opt.step()
         return loss.detach()
 
+    @torch.no_grad()
+    def batch_weights(self, batch: Batch) -> torch.Tensor:
+        """The behaviour-cloning weight of each transition of ``batch`` under the current value functions, as the
+        policy step gets it (scripts/offline_weights.py reads it): 1 for behaviour cloning."""
+        return torch.ones_like(batch.rewards)
+
     def update(self, batch: Batch, with_metrics: bool = False) -> dict[str, torch.Tensor]:
         """One gradient step; the metrics (tensors) only when asked."""
         loss = self.actor_step(batch)

@@ -1,22 +1,27 @@
-"""Which transitions an O-DICE run's policy extraction learns from: the weights w(delta_f) of its checkpoint's V
-over every transition of its dataset, summarised overall and for the dataset's first and second half in file
-order (for a medium-expert dataset made by ``collect``: the medium and the expert transitions).
+"""Which transitions an O-DICE or IQL run's policy extraction learns from: the weights of its checkpoint's value
+functions over every transition of its dataset (O-DICE: w(delta_f); IQL: exp(beta (min Qbar(s, a) - V(s))), both
+clipped), summarised overall and for the dataset's first and second half in file order (for a medium-expert
+dataset made by ``collect``: the medium and the expert transitions).
 
-    MINARI_DATASETS_PATH=datasets python scripts/odice_weights.py runs/my_odice_run    # or .../checkpoints/step_N
+    MINARI_DATASETS_PATH=datasets python scripts/offline_weights.py runs/my_odice_run    # or .../checkpoints/step_N
 
 Prints the share of the total weight and of non-zero weights in each half, the coefficient of variation of the
 weights, and the effective sample size (sum w)^2 / sum w^2 as a share of the dataset (1: plain behaviour cloning);
 then V (the minimum of the heads) and the mean weight by the number of steps before the episode's end, for episodes
-that ended in a terminal state (a fall) and for the others: whether V sees what a termination costs.
+that ended in a terminal state (a fall) and for the others: whether V sees what a termination costs; and for each
+half, the share of its weight on the episodes that end in a fall against their share of its transitions, and the
+mean weight by the steps before the fall relative to the half's mean: whether the extraction avoids what leads to a
+fall.
 
-With ``--extract N`` it then goes on training only the policy for N steps, with V frozen at the checkpoint's and the
-policy's learning rate held at ``--actor-lr`` (default: the run's ``odice.actor_lr``, constant), and prints the
+With ``--extract N`` it then goes on training only the policy for N steps, with the value functions frozen at the
+checkpoint's and the policy's learning rate held at ``--actor-lr`` (default: the run's, constant), and prints the
 normalised score of ``--eval-episodes`` deterministic episodes every ``--eval-every`` steps: whether the policy
-extracted from this V settles, or swings while V stands still. ``--fresh-policy`` starts the policy from a new
-initialisation instead of the checkpoint's, and ``--set KEY=VALUE`` changes the run's options for the extraction
-(``odice.policy_hidden=[1024,1024]``, the official size, with ``--fresh-policy``; ``offline.batch_size=1024``, the
-policy's batch, V being frozen; ``offline.max_weight=5``): what the swing depends on. ``--ema 0.999`` also evaluates
-an exponential moving average of the policy's weights.
+extracted from these value functions settles, or swings while they stand still. ``--fresh-policy`` starts the
+policy from a new initialisation instead of the checkpoint's, and ``--set KEY=VALUE`` changes the run's options for
+the extraction (``odice.policy_hidden=[1024,1024]``, the official size, with ``--fresh-policy``;
+``offline.batch_size=1024``, the policy's batch, the value functions being frozen; ``offline.max_weight=5``;
+``iql.tanh_mean=false``): what the swing depends on. ``--ema 0.999`` also evaluates an exponential moving average
+of the policy's weights.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pmoe_rl import checkpoint
-from pmoe_rl.agents.odice import ODICE
+from pmoe_rl.agents import AGENTS
+from pmoe_rl.agents.offline import OfflineAgent
 from pmoe_rl.config import from_dict, set_value
 from pmoe_rl.envs import make_env, seed_everything
 from pmoe_rl.errors import ConfigError, cli_main
@@ -38,23 +44,24 @@ from pmoe_rl.evaluation import eval_seed, evaluate_policy
 
 CHUNK = 65536  # transitions per forward pass
 TO_END = (0, 5, 20, 50, 200)  # lower edges of the bins of steps before the episode's end
+FALL_BINS = (0, 50, 200)  # the same, coarser, for each half's summary
 
 
-def load(path: Path, overrides: tuple[str, ...] = (), fresh_policy: bool = False) -> ODICE:
-    """The O-DICE agent of a run directory (its latest checkpoint) or a checkpoint, on the CPU, with the run's
-    options changed by ``overrides`` (``--set KEY=VALUE``); with ``fresh_policy``, only V and its target come from
-    the checkpoint and the policy is newly initialised."""
+def load(path: Path, overrides: tuple[str, ...] = (), fresh_policy: bool = False) -> OfflineAgent:
+    """The O-DICE or IQL agent of a run directory (its latest checkpoint) or a checkpoint, on the CPU, with the run's
+    options changed by ``overrides`` (``--set KEY=VALUE``); with ``fresh_policy``, only the value functions (and
+    their targets) come from the checkpoint and the policy is newly initialised."""
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt.meta["config"])
-    if cfg.algo != "odice":
-        raise ConfigError(f"{path} holds a {cfg.algo} run; this script reads O-DICE runs")
+    if cfg.algo not in ("odice", "iql"):
+        raise ConfigError(f"{path} holds a {cfg.algo} run; this script reads O-DICE and IQL runs")
     for assignment in overrides:
         cfg = set_value(cfg, assignment)
     dims = (ckpt.meta[space]["shape"][0] for space in ("observation_space", "action_space"))
     seed_everything(cfg.seed)  # a fresh policy's initialisation is the run seed's
-    agent = ODICE(cfg, *dims, torch.device("cpu"))
+    agent = AGENTS[cfg.algo](cfg, *dims, torch.device("cpu"))
     weights = ckpt.weights
-    if fresh_policy:  # V and its target from the checkpoint, the policy as just initialised
+    if fresh_policy:  # the value functions from the checkpoint, the policy as just initialised
         policy = {k: v for k, v in agent.weights().items() if k.startswith("policy.")}
         weights = {k: v for k, v in weights.items() if not k.startswith("policy.")} | policy
     try:
@@ -69,22 +76,22 @@ def load(path: Path, overrides: tuple[str, ...] = (), fresh_policy: bool = False
 
 
 @torch.no_grad()
-def weights(agent: ODICE) -> tuple[torch.Tensor, torch.Tensor]:
+def weights(agent: OfflineAgent) -> tuple[torch.Tensor, torch.Tensor]:
     """The extraction weight and V (the heads' minimum) of every transition."""
     batch = agent.buffer.transitions()
     w, v = [], []
     for start in range(0, len(agent.buffer), CHUNK):
         part = type(batch)(*(t[start : start + CHUNK] for t in batch))
-        v_part = agent.v(part.obs)
-        w.append(agent.extraction_weights(agent.residual(part, v_part)))
-        v.append(v_part.min(0).values)
+        w.append(agent.batch_weights(part))
+        v.append(agent.v(part.obs).min(0).values)
     return torch.cat(w), torch.cat(v)
 
 
-def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int, ema: float = 0.0) -> None:
-    """Train only the policy, on the weights of the frozen V, at a constant learning rate; print the normalised
-    score of a deterministic evaluation every ``eval_every`` steps (the run's evaluation seed each time), and with
-    ``ema`` > 0 that of the exponential moving average of the policy's weights (decay ``ema`` per step) too."""
+def extract(agent: OfflineAgent, steps: int, lr: float, eval_every: int, episodes: int, ema: float = 0.0) -> None:
+    """Train only the policy, on the weights of the frozen value functions, at a constant learning rate; print the
+    normalised score of a deterministic evaluation every ``eval_every`` steps (the run's evaluation seed each time),
+    and with ``ema`` > 0 that of the exponential moving average of the policy's weights (decay ``ema`` per step)
+    too."""
     cfg = agent.cfg
     average = AveragedModel(agent.policy, multi_avg_fn=get_ema_multi_avg_fn(ema)) if ema else None
     agent.cosine_lr = False
@@ -97,7 +104,7 @@ def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int,
         return agent.data.normalized_score(evaluate_policy(policy, env, episodes, eval_seed(cfg.seed)).mean_return)
 
     try:
-        print(f"policy only, V frozen, learning rate {lr:g}: normalised score every {eval_every} steps")
+        print(f"policy only, value functions frozen, learning rate {lr:g}: normalised score every {eval_every} steps")
         for n in range(steps + 1):
             if n % eval_every == 0:
                 line = f"{n}: {score(agent.policy):.1f}"
@@ -106,9 +113,7 @@ def extract(agent: ODICE, steps: int, lr: float, eval_every: int, episodes: int,
                 print(line, flush=True)
             if n < steps:
                 batch = agent.buffer.sample(cfg.offline.batch_size)
-                with torch.no_grad():
-                    w = agent.extraction_weights(agent.residual(batch, agent.v(batch.obs)))
-                agent.actor_step(batch, w)
+                agent.actor_step(batch, agent.batch_weights(batch))
                 if average:
                     average.update_parameters(agent.policy)
     finally:
@@ -122,15 +127,30 @@ def steps_to_end(episode_ends: np.ndarray, terminated: np.ndarray) -> tuple[np.n
     return left, np.repeat(terminated[episode_ends].astype(bool), lengths)
 
 
+def fall_summary(w: np.ndarray, left: np.ndarray, fell: np.ndarray) -> str:
+    """For one part of the data (weights, steps before the episode's end, whether the episode ends in a fall): the
+    share of its transitions and of its weight in episodes that end in a fall, and the mean weight 0-49, 50-199 and
+    200 or more steps before a fall and in the other episodes, relative to the part's mean weight (1x: no
+    preference)."""
+    line = f"episodes that end in a fall hold {fell.mean():.2f} of the transitions, "
+    line += f"{w[fell].sum() / w.sum():.2f} of the weight;"
+    groups = [(f"{lo}-{hi - 1}" if hi else f"{lo}+", fell & (left >= lo) & (left < (hi or np.inf)))
+              for lo, hi in zip(FALL_BINS, FALL_BINS[1:] + (None,))]  # fmt: skip
+    parts = [f"{label} before a fall" for label, _ in groups] + ["no fall"]
+    ratios = [w[g].mean() / w.mean() if g.any() else None for g in [g for _, g in groups] + [~fell]]
+    cells = [f"{part} {'-' if r is None else f'{r:.2f}x'}" for part, r in zip(parts, ratios)]
+    return line + " mean weight: " + ", ".join(cells)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", type=Path, help="an O-DICE run directory (its latest checkpoint) or a checkpoint")
+    parser.add_argument("path", type=Path, help="an O-DICE or IQL run directory (its latest checkpoint) or checkpoint")
     parser.add_argument(
         "--extract",
         type=int,
         default=0,
         metavar="N",
-        help="then train only the policy for N steps with V frozen (default: 0, no)",
+        help="then train only the policy for N steps with the value functions frozen (default: 0, no)",
     )
     parser.add_argument("--actor-lr", type=float, help="the policy's constant learning rate there (default: the run's)")
     parser.add_argument(
@@ -178,8 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         for group in (in_bin & fell, in_bin & ~fell):
             row += f" | {group.sum()}, " + (f"{v[group].mean():.2f}, {w[group].mean():.3f}" if group.any() else "-, -")
         print(row)
+    for name, part in (("first half", slice(0, half)), ("second half", slice(half, n))):
+        print(f"{name}: {fall_summary(w[part], left[part], fell[part])}")
     if args.extract:
-        lr = args.actor_lr if lr_given else agent.cfg.odice.actor_lr
+        lr = args.actor_lr if lr_given else getattr(agent.cfg, agent.section).actor_lr
         extract(agent, args.extract, lr, args.eval_every, args.eval_episodes, args.ema)
 
 
