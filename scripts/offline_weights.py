@@ -136,9 +136,8 @@ def fall_summary(w: np.ndarray, left: np.ndarray, fell: np.ndarray) -> str:
     line += f"{w[fell].sum() / w.sum():.2f} of the weight;"
     groups = [(f"{lo}-{hi - 1}" if hi else f"{lo}+", fell & (left >= lo) & (left < (hi or np.inf)))
               for lo, hi in zip(FALL_BINS, FALL_BINS[1:] + (None,))]  # fmt: skip
-    parts = [f"{label} before a fall" for label, _ in groups] + ["no fall"]
-    ratios = [w[g].mean() / w.mean() if g.any() else None for g in [g for _, g in groups] + [~fell]]
-    cells = [f"{part} {'-' if r is None else f'{r:.2f}x'}" for part, r in zip(parts, ratios)]
+    groups = [(f"{label} before a fall", g) for label, g in groups] + [("no fall", ~fell)]
+    cells = [f"{name} {w[g].mean() / w.mean():.2f}x" if g.any() else f"{name} -" for name, g in groups]
     return line + " mean weight: " + ", ".join(cells)
 
 

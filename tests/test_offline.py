@@ -89,6 +89,13 @@ def pendulum(datasets):
     return "other/pendulum/random-v0"
 
 
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def agent(cls, dataset, env="Pendulum-v1", device="cpu", **sections):
     cfg = Config(env=env, algo={ODICE: "odice", IQL: "iql", OfflineAgent: "bc"}[cls], dataset=dataset, steps=1000)
     cfg.offline.value_hidden = [16, 16]
@@ -454,13 +461,6 @@ def test_offline_weights_extract_trains_only_the_policy_at_a_constant_rate(pendu
     script.extract(fresh, 2, 1e-3, 2, 1, ema=0.5)
     scores = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
     assert [line.split(":")[0] for line in scores] == ["0", "2"] and all("(average " in line for line in scores)
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def test_offline_weights_reads_iql_runs_and_summarises_the_falls(pendulum, tmp_path, capsys):
