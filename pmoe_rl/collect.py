@@ -7,7 +7,8 @@ Minari format under ``$MINARI_DATASETS_PATH`` as ``pmoe_rl/<env>/<kind>-v0`` (do
   expert         the run's final checkpoint (or --expert STEP)
   medium-expert  medium and expert concatenated
 
-Actions are the policy's samples (stochastic, as D4RL and Minari); terminations and time-outs are kept apart; each
+Actions are the policy's samples (stochastic, as D4RL and Minari; ``--noise-scale`` scales their noise, which
+goes beyond both); terminations and time-outs are kept apart; each
 of random, medium and expert holds ``--steps`` transitions (its last episode cut and marked truncated). Every
 dataset's metadata holds the reference scores of ``eval/normalized_score``: ref_min the mean return of uniform
 random actions, ref_max the expert's (deterministic), each over ``--ref-episodes`` episodes.
@@ -106,13 +107,14 @@ class UniformPolicy:
         return action, torch.zeros(obs.shape[0], dtype=torch.long)
 
 
-def policy_actor(policy, seed: int):
-    """Sampled actions of a saved policy (as D4RL and Minari collect), from a seeded CPU generator."""
+def policy_actor(policy, seed: int, **noise):
+    """Sampled actions of a saved policy (as D4RL and Minari collect), from a seeded CPU generator; ``noise_scale``,
+    when given, is passed on to the policy's ``act``."""
     generator = torch.Generator().manual_seed(seed)
 
     def act(obs):
         with torch.no_grad():
-            action, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), generator=generator)
+            action, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), generator=generator, **noise)
         return action[0].numpy()
 
     return act
@@ -142,6 +144,13 @@ def build_parser() -> Parser:
     p.add_argument("--expert", type=int, metavar="STEP", help="the checkpoint step of expert (default: the final one)")
     p.add_argument("--medium-fraction", type=float, default=1 / 3, help="medium's return / expert's (default: 1/3)")
     p.add_argument("--select-episodes", type=int, default=10, help="episodes to evaluate each checkpoint (default 10)")
+    p.add_argument(
+        "--noise-scale",
+        type=float,
+        default=1.0,
+        help="medium's and expert's action noise, times the policy's own std (default 1: the policy's samples, as "
+        "D4RL and Minari; below 1: a steadier behaviour than D4RL's; 0: the mean with the expert still drawn)",
+    )
     p.add_argument("--namespace", default="pmoe_rl", help="dataset id namespace (default: pmoe_rl)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resets and the action samples (default: 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the default)")
@@ -158,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("steps", "ref_episodes", "select_episodes"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.noise_scale >= 0:
+        raise ConfigError(f"--noise-scale must be 0 or more, got {args.noise_scale}")
     configure_cpu(args.threads)
     run_dir = Path(args.run_dir)
     checkpoints = run_checkpoints(run_dir)
@@ -195,11 +206,13 @@ def main(argv: list[str] | None = None) -> int:
                 target = ref_max * args.medium_fraction
                 medium_step = select_medium(checkpoints, env, target, args.select_episodes, args.seed)
         made: dict[str, list[EpisodeArrays]] = {}
+        noise = f" (noise x{args.noise_scale:g})" if args.noise_scale != 1 else ""
 
         def sampled(part: str) -> list[EpisodeArrays]:  # medium or expert episodes, made once
             if part not in made:
                 policy = expert if part == "expert" else load_policy(by_step[medium_step])[0]
-                made[part] = rollout(env, policy_actor(policy, args.seed), args.steps, args.seed, part, show)
+                act = policy_actor(policy, args.seed, noise_scale=args.noise_scale)
+                made[part] = rollout(env, act, args.steps, args.seed, part, show)
             return made[part]
 
         for kind in kinds:
@@ -208,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 how = "uniform random actions"
             elif kind in ("medium", "expert"):
                 step = medium_step if kind == "medium" else final_step
-                episodes, how = sampled(kind), f"sampled actions of the checkpoint at step {step}"
+                episodes, how = sampled(kind), f"sampled actions of the checkpoint at step {step}{noise}"
             elif kind == "medium-replay":
                 space = env.unwrapped.action_space
                 episodes = [
@@ -217,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 how = f"every transition the run collected up to step {medium_step}"
             else:
-                episodes, how = sampled("medium") + sampled("expert"), "medium and expert concatenated"
+                episodes, how = sampled("medium") + sampled("expert"), f"medium and expert concatenated{noise}"
             algo = meta.meta["algo"]
             path = write_dataset(
                 ids[kind], episodes, env_id, ref_min, ref_max,

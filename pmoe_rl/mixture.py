@@ -83,14 +83,15 @@ class GaussianMixture:
         return torch.logsumexp(self.log_w + self.expert_log_probs(action), dim=-1)
 
     def sample(
-        self, generator: torch.Generator | None = None, expert: BehaviorExpert = "sample"
+        self, generator: torch.Generator | None = None, expert: BehaviorExpert = "sample", noise_scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """An exact mixture sample: k ~ Cat(w), a ~ N(mu_k, sigma_k) (``expert="argmax"``: k = argmax w, a sample
-        of the most probable expert). Returns (a (B, A), k (B,))."""
+        of the most probable expert); ``noise_scale`` c draws a ~ N(mu_k, (c sigma_k)^2) instead (``collect``'s
+        steadier data). Returns (a (B, A), k (B,))."""
         k = self.choose_expert(expert, generator)
         mean, std = gather_expert(self.mean, k), gather_expert(self.log_std.expand_as(self.mean), k).exp()
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + std * eps, k
+        return mean + noise_scale * std * eps, k
 
     def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """One reparameterised sample per expert, x_k = mu_k + sigma_k * eps (pre-squash for a

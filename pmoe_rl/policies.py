@@ -65,10 +65,12 @@ class MixturePolicy(nn.Module):
         deterministic: bool = False,
         generator: torch.Generator | None = None,
         expert: options.BehaviorExpert = options.BEHAVIOR_EXPERT,
+        noise_scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions in [-1, 1] and the expert that produced each, for a batch of observations.
 
-        Stochastic: k ~ Cat(w) (``expert="argmax"``: k = argmax w), a = tanh(mu_k + sigma_k eps). Deterministic:
+        Stochastic: k ~ Cat(w) (``expert="argmax"``: k = argmax w), a = tanh(mu_k + c sigma_k eps), c =
+        ``noise_scale`` (1: the policy's own noise). Deterministic:
         a = tanh(mu_k) with k = argmax w (``eval_expert="argmax"``) or k drawn from Cat(w) (``"sample"``, the
         official ``MakeDeterministic``).
         """
@@ -76,7 +78,7 @@ class MixturePolicy(nn.Module):
         if deterministic:
             k = dist.choose_expert(self.eval_expert, generator)
             return torch.tanh(gather_expert(dist.mean, k)), k
-        u, k = dist.sample(generator, expert)  # no log-density: acting does not need it
+        u, k = dist.sample(generator, expert, noise_scale)  # no log-density: acting does not need it
         return torch.tanh(u), k
 
 
@@ -186,12 +188,16 @@ class PPOPolicy(nn.Module):
         return self.distribution(self.obs_norm(obs))
 
     def sample(
-        self, norm_obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        norm_obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        noise_scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """An unclipped action and the acting expert for normalised observations, with the fewest operations
         (this runs once per environment step). Stochastic: k ~ Cat(w), a ~ N(mu_k, sigma_k), an exact mixture
-        sample. Deterministic: mu_k of argmax w (``eval_expert="argmax"``) or of an expert drawn from Cat(w)
-        (``"sample"``), as :class:`MixturePolicy`."""
+        sample (``noise_scale`` c: a ~ N(mu_k, (c sigma_k)^2)). Deterministic: mu_k of argmax w
+        (``eval_expert="argmax"``) or of an expert drawn from Cat(w) (``"sample"``), as :class:`MixturePolicy`."""
         mean = self.means(norm_obs).view(-1, self.n_experts, self.act_dim)
         if self.gate is None:
             k = torch.zeros(mean.shape[0], dtype=torch.long, device=mean.device)
@@ -202,12 +208,16 @@ class PPOPolicy(nn.Module):
         if deterministic:
             return mean, k
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + self.clamped_log_std()[k].exp() * eps, k
+        return mean + noise_scale * self.clamped_log_std()[k].exp() * eps, k
 
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        noise_scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """clip(a, -1, 1) and the acting expert (see :meth:`sample`)."""
-        action, k = self.sample(self.obs_norm(obs), deterministic, generator)
+        action, k = self.sample(self.obs_norm(obs), deterministic, generator, noise_scale)
         return action.clamp(-1.0, 1.0), k

@@ -13,7 +13,7 @@ from torch.distributions import (
 
 from pmoe_rl.estimators import next_action
 from pmoe_rl.mixture import SquashedMixture, gather_expert
-from pmoe_rl.policies import MixturePolicy
+from pmoe_rl.policies import MixturePolicy, PPOPolicy
 
 
 def random_mixture(b=64, k=3, a=2):
@@ -75,6 +75,37 @@ def test_sample_expert_frequencies_follow_the_gate():
     freq = torch.bincount(dist.sample_expert(torch.Generator().manual_seed(0)), minlength=4) / 20000
     # 4 sigma of a binomial proportion with n = 20000
     assert torch.all((freq - w).abs() < 4 * torch.sqrt(w * (1 - w) / 20000))
+
+
+@pytest.mark.parametrize("where", ["mixture", "ppo"])
+def test_noise_scale_scales_each_experts_std_and_leaves_the_expert_choice_alone(where):
+    """collect's --noise-scale c: a ~ N(mu_k, (c sigma_k)^2) with k ~ Cat(w) as before; the same generator state
+    gives the same k and eps, so a_c - mu_k = c (a_1 - mu_k) exactly, and the spread is c sigma_k."""
+    torch.manual_seed(0)
+    n, c = 20000, 0.3
+    if where == "mixture":
+        one = random_mixture(b=1, k=3, a=2)
+        dist = SquashedMixture(one.mean.expand(n, 3, 2), one.log_std.expand(n, 3, 2), one.log_w.expand(n, 3))
+        draw = lambda g, scale: dist.sample(g, noise_scale=scale)  # noqa: E731
+        mean, std = dist.mean, dist.log_std.exp()
+    else:
+        policy = PPOPolicy(obs_dim=4, act_dim=2, n_experts=3, norm_obs=False)
+        with torch.no_grad():
+            policy.log_std.copy_(torch.randn(3, 2) * 0.3 - 0.5)
+            policy.gate.weight.normal_()
+        obs = torch.randn(1, 4).expand(n, 4)
+        draw = lambda g, scale: policy.sample(obs, generator=g, noise_scale=scale)  # noqa: E731
+        with torch.no_grad():
+            mean, std = policy(obs).mean, policy.log_std.exp().expand(n, 3, 2)
+    a1, k1 = draw(torch.Generator().manual_seed(1), 1.0)
+    ac, kc = draw(torch.Generator().manual_seed(1), c)
+    a0, _ = draw(torch.Generator().manual_seed(1), 0.0)
+    assert torch.equal(k1, kc)
+    mu_k, sigma_k = gather_expert(mean, k1), gather_expert(std, k1)
+    torch.testing.assert_close(ac - mu_k, c * (a1 - mu_k))
+    torch.testing.assert_close(a0, mu_k)
+    z = (ac - mu_k) / (c * sigma_k)  # standard normal if the spread is c sigma_k
+    assert abs(z.std().item() - 1.0) < 0.02 and abs(z.mean().item()) < 0.02
 
 
 def test_gather_expert():

@@ -328,6 +328,26 @@ def test_collect_refuses_to_overwrite_and_needs_recorded_transitions_for_medium_
     assert "unknown bogus" in capsys.readouterr().err
 
 
+def test_collect_noise_scale_zero_records_the_experts_mean_action(collected, capsys):
+    import minari
+
+    from pmoe_rl.agents.build import load_policy
+
+    args = [str(collected), "--kinds", "expert", "--steps", "50", "--ref-episodes", "1", "--namespace", "quiet",
+            "--noise-scale", "0", "--no-progress"]  # fmt: skip
+    assert cli_main(collect.main, args) == 0
+    ds = minari.load_dataset("quiet/Hopper-v5/expert-v0")
+    assert "(noise x0)" in ds.storage.metadata["description"]
+    data = load_transitions("quiet/Hopper-v5/expert-v0")
+    expert, _ = load_policy(collect.run_checkpoints(collected)[-1][1])  # PPO's mixture: k drawn, no noise
+    with torch.no_grad():
+        means = expert(torch.as_tensor(data.obs)).mean.clamp(-1, 1).numpy()  # (N, K, A), the env's clip
+    gap = np.abs(means - data.actions[:, None, :]).max(-1).min(-1)  # to the nearest expert's clipped mean
+    assert expert.n_experts > 1 and gap.max() < 1e-6
+    assert cli_main(collect.main, [str(collected), "--kinds", "expert", "--noise-scale", "-1"]) == 2
+    assert "--noise-scale must be 0 or more" in capsys.readouterr().err
+
+
 def test_a_dataset_written_by_other_code_trains_and_evaluates(pendulum, datasets, tmp_path, capsys):
     data = load_transitions(pendulum)
     native = np.concatenate([ep["actions"] for ep in random_episodes("Pendulum-v1", 3)])
