@@ -149,7 +149,7 @@ def build_parser() -> Parser:
         type=float,
         default=1.0,
         help="medium's and expert's action noise, times the policy's own std (default 1: the policy's samples, as "
-        "D4RL and Minari; below 1: a steadier behaviour than D4RL's; 0: the mean with the expert still drawn)",
+        "D4RL and Minari; below 1: steadier than the policy's own noise; 0: the mean, the expert still drawn)",
     )
     p.add_argument("--namespace", default="pmoe_rl", help="dataset id namespace (default: pmoe_rl)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resets and the action samples (default: 0)")
