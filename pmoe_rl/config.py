@@ -256,6 +256,9 @@ class ODICEConfig(Section):
     """weight of the orthogonal (backward) gradient"""
     f: options.FDivergence = "chi2"
     """f-divergence: Pearson chi-square (weights max(delta, 0)) or reverse KL (weights exp(delta - 1))"""
+    weight: options.ODICEWeight = "official"
+    """chi-square policy weight: official, the code's max(delta, 0); analytic, the derivation's (f')^-1(delta) =
+    max(delta / 2 + 1, 0), the DICE ratio d*/d^D (goes beyond the code; reverse KL's exp(delta - 1) is both)"""
     update: options.ValueUpdate = "orthogonal"
     """gradient of the value loss: orthogonal (O-DICE), true (both directions) or semi (target V(s') only)"""
     layer_norm: bool = True

@@ -34,6 +34,7 @@ Activation = Literal["tanh", "relu"]
 VecEnvMode = Literal["sync", "async"]
 FDivergence = Literal["chi2", "kl"]  # O-DICE's f: Pearson chi-square or reverse KL
 ValueUpdate = Literal["orthogonal", "true", "semi"]  # O-DICE's gradient of the value loss
+ODICEWeight = Literal["official", "analytic"]  # O-DICE's chi-square policy weight: max(delta, 0) or (f')^-1(delta)
 ActorUpdate = Literal["gradient", "sso"]  # SAC's actor step: one optimiser step, or target-based surrogate steps
 SSOInner = Literal["adam", "armijo", "sgd"]  # the inner solver of pmoe_rl.sso
 LRSchedule = Literal["auto", "constant", "cosine"]  # an offline policy's learning rate (auto: its official code's)

@@ -131,6 +131,14 @@ def test_f_star_and_weights_against_closed_forms():
     y = torch.linspace(-5, 5, 101, dtype=torch.float64)
     torch.testing.assert_close(bc_weight(y, "chi2"), y.clamp_min(0))
     torch.testing.assert_close(bc_weight(y, "kl"), torch.exp(y - 1))
+    # the analytic weight is (f')^-1 = f*' (the maximiser): against autograd through f* and the grid's argmax
+    y.requires_grad_(True)
+    for name, f in (("chi2", (x - 1) ** 2), ("kl", x * torch.log(x))):
+        (slope,) = torch.autograd.grad(f_star(y, name).sum(), y)
+        torch.testing.assert_close(bc_weight(y.detach(), name, "analytic"), slope)
+        argmax = x[(x[None] * y.detach()[y <= 2, None] - f[None]).argmax(1)]
+        torch.testing.assert_close(bc_weight(y.detach()[y <= 2], name, "analytic"), argmax, atol=1e-4, rtol=1e-4)
+    assert bc_weight(torch.tensor(-0.5), "chi2", "analytic") == 0.75 and bc_weight(torch.tensor(-0.5), "chi2") == 0
 
 
 def value_gradient(agent_, batch):
@@ -171,11 +179,11 @@ def test_odice_value_gradients_by_hand(pendulum, update):
     torch.testing.assert_close(value_gradient(a, batch), expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("f", ["chi2", "kl"])
-def test_odice_extraction_weights_by_hand(pendulum, f):
+@pytest.mark.parametrize("f, weight", [("chi2", "official"), ("chi2", "analytic"), ("kl", "official")])
+def test_odice_extraction_weights_by_hand(pendulum, f, weight):
     """The weights the policy step gets: w(r + gamma (1 - d) min Vbar(s') - V(s)) per head, clipped, heads averaged,
     computed with V before its step (scripts/offline_weights.py reads them through batch_weights)."""
-    a = agent(ODICE, pendulum, odice={"f": f})
+    a = agent(ODICE, pendulum, odice={"f": f, "weight": weight})
     torch.manual_seed(1)
     for p in a.v_target.parameters():
         p.data.add_(0.1 * torch.randn_like(p))
@@ -183,7 +191,8 @@ def test_odice_extraction_weights_by_hand(pendulum, f):
     with torch.no_grad():
         v_next = a.v_target(batch.next_obs).min(0).values
         delta = batch.rewards + 0.99 * (1 - batch.terminated) * v_next - a.v(batch.obs)
-        unclipped = delta.clamp_min(0) if f == "chi2" else torch.exp(delta - 1)
+        unclipped = {"official": delta, "analytic": delta / 2 + 1}[weight].clamp_min(0)
+        unclipped = unclipped if f == "chi2" else torch.exp(delta - 1)
         a.cfg.offline.max_weight = clip = float(unclipped[unclipped > 0].median())  # the clip bites on some
         expected = unclipped.clamp_max(clip).mean(0)
         torch.testing.assert_close(a.batch_weights(batch), expected)

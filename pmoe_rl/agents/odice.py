@@ -9,7 +9,7 @@
           true:       the gradient of L through both V(s) and V(s');  semi: through V(s) only (Vbar(s'))
   policy: max E[w log pi(a|s)],  w = min(w_f(delta_f), max_weight) averaged over the twin heads, delta_f detached
           (with the true gradient, the residual through V(s') instead of Vbar(s'));
-          chi-square: w = max(delta, 0); reverse KL: w = exp(delta - 1)
+          chi-square: w = max(delta, 0) (odice.weight=analytic: max(delta / 2 + 1, 0)); reverse KL: exp(delta - 1)
   target: Vbar <- (1 - tau) Vbar + tau V every step.
 
 c stays on the device (no host read per step).
@@ -36,10 +36,13 @@ def f_star(y: torch.Tensor, f: str) -> torch.Tensor:
     return torch.exp(y - 1)
 
 
-def bc_weight(y: torch.Tensor, f: str) -> torch.Tensor:
-    """The policy weight of a residual: max(y, 0) for chi-square (the official code's choice; the analytic
-    (f')^-1 would be y / 2 + 1), exp(y - 1) for reverse KL."""
-    return y.clamp_min(0.0) if f == "chi2" else torch.exp(y - 1)
+def bc_weight(y: torch.Tensor, f: str, weight: str = "official") -> torch.Tensor:
+    """The policy weight of a residual: for chi-square max(y, 0) (``official``, the code's choice) or the analytic
+    (f')^-1(y) = max(y / 2 + 1, 0) (``analytic``: f*'(y), the maximiser in :func:`f_star`); exp(y - 1) for
+    reverse KL, which is both."""
+    if f != "chi2":
+        return torch.exp(y - 1)
+    return y.clamp_min(0.0) if weight == "official" else (y / 2 + 1).clamp_min(0.0)
 
 
 def orthogonal_gradient(g_f: torch.Tensor, g_b: torch.Tensor) -> torch.Tensor:
@@ -68,7 +71,8 @@ class ODICE(OfflineAgent):
 
     def extraction_weights(self, delta: torch.Tensor) -> torch.Tensor:
         """The behaviour-cloning weight of each transition: w(delta) clipped at max_weight, twin heads averaged."""
-        return bc_weight(delta, self.cfg.odice.f).clamp_max(self.cfg.offline.max_weight).mean(0)
+        o = self.cfg.odice
+        return bc_weight(delta, o.f, o.weight).clamp_max(self.cfg.offline.max_weight).mean(0)
 
     def true_residual(self, batch: Batch, v: torch.Tensor) -> torch.Tensor:
         """r + gamma (1 - d) V_i(s') - V_i(s) per head, through V(s'): the residual of ``odice.update=true``."""
