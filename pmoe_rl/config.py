@@ -255,7 +255,7 @@ class ODICEConfig(Section):
     eta: NonNegativeFloat = 1.0
     """weight of the orthogonal (backward) gradient"""
     f: options.FDivergence = "chi2"
-    """f-divergence: Pearson chi-square (weights max(delta, 0)) or reverse KL (weights exp(delta - 1))"""
+    """f-divergence: Pearson chi-square (policy weights: ``weight``) or reverse KL (weights exp(delta - 1))"""
     weight: options.ODICEWeight = "official"
     """chi-square policy weight: official, the code's max(delta, 0); analytic, the derivation's (f')^-1(delta) =
     max(delta / 2 + 1, 0), the DICE ratio d*/d^D (goes beyond the code; reverse KL's exp(delta - 1) is both)"""

@@ -18,6 +18,7 @@ from gymnasium import spaces
 from torch import nn
 
 from pmoe_rl import collect, evaluate, train
+from pmoe_rl.agents.build import load_policy
 from pmoe_rl.agents.iql import IQL
 from pmoe_rl.agents.odice import ODICE, bc_weight, f_star, orthogonal_gradient
 from pmoe_rl.agents.offline import OfflineAgent
@@ -339,8 +340,6 @@ def test_collect_refuses_to_overwrite_and_needs_recorded_transitions_for_medium_
 
 def test_collect_noise_scale_zero_records_the_experts_mean_action(collected, capsys):
     import minari
-
-    from pmoe_rl.agents.build import load_policy
 
     args = [str(collected), "--kinds", "expert", "--steps", "50", "--ref-episodes", "1", "--namespace", "quiet",
             "--noise-scale", "0", "--no-progress"]  # fmt: skip
