@@ -11,7 +11,8 @@ then V (the minimum of the heads) and the mean weight by the number of steps bef
 that ended in a terminal state (a fall) and for the others: whether V sees what a termination costs; and for each
 half, the share of its weight on the episodes that end in a fall against their share of its transitions, and the
 mean weight by the steps before the fall relative to the half's mean: whether the extraction avoids what leads to a
-fall.
+fall; and the mean weight by the steps since the episode's start, relative to the half's mean: what the policy learns
+at the start states, which both halves of a medium-expert dataset share.
 
 With ``--extract N`` it then goes on training only the policy for N steps, with the value functions frozen at the
 checkpoint's and the policy's learning rate held at ``--actor-lr`` (default: the run's, constant), and prints the
@@ -45,6 +46,7 @@ from pmoe_rl.evaluation import eval_seed, evaluate_policy
 CHUNK = 65536  # transitions per forward pass
 TO_END = (0, 5, 20, 50, 200)  # lower edges of the bins of steps before the episode's end
 FALL_BINS = (0, 50, 200)  # the same, coarser, for each half's summary
+START_BINS = (0, 25, 50, 100, 200)  # lower edges of the bins of steps since the episode's start
 
 
 def load(path: Path, overrides: tuple[str, ...] = (), fresh_policy: bool = False) -> OfflineAgent:
@@ -127,6 +129,22 @@ def steps_to_end(episode_ends: np.ndarray, terminated: np.ndarray) -> tuple[np.n
     return left, np.repeat(terminated[episode_ends].astype(bool), lengths)
 
 
+def steps_since_start(episode_ends: np.ndarray) -> np.ndarray:
+    """For each transition: the steps since its episode's first one (0 for the first)."""
+    return np.concatenate([np.arange(n) for n in np.diff(episode_ends, prepend=-1)])
+
+
+def start_summary(w: np.ndarray, since: np.ndarray) -> str:
+    """For one part of the data: the mean weight by the steps since the episode's start, relative to the part's mean
+    weight (1x: no preference)."""
+    cells = []
+    for lo, hi in zip(START_BINS, START_BINS[1:] + (None,)):
+        group = (since >= lo) & (since < (hi or np.inf))
+        label = f"{lo}-{hi - 1}" if hi else f"{lo}+"
+        cells.append(f"{label} {w[group].mean() / w.mean():.2f}x" if group.any() else f"{label} -")
+    return "mean weight by steps since the start: " + ", ".join(cells)
+
+
 def fall_summary(w: np.ndarray, left: np.ndarray, fell: np.ndarray) -> str:
     """For one part of the data (weights, steps before the episode's end, whether the episode ends in a fall): the
     share of its transitions and of its weight in episodes that end in a fall, and the mean weight 0-49, 50-199 and
@@ -197,8 +215,10 @@ def main(argv: list[str] | None = None) -> None:
         for group in (in_bin & fell, in_bin & ~fell):
             row += f" | {group.sum()}, " + (f"{v[group].mean():.2f}, {w[group].mean():.3f}" if group.any() else "-, -")
         print(row)
+    since = steps_since_start(np.asarray(agent.data.episode_ends))
     for name, part in (("first half", slice(0, half)), ("second half", slice(half, n))):
         print(f"{name}: {fall_summary(w[part], left[part], fell[part])}")
+        print(f"{name}: {start_summary(w[part], since[part])}")
     if args.extract:
         lr = args.actor_lr if lr_given else getattr(agent.cfg, agent.section).actor_lr
         extract(agent, args.extract, lr, args.eval_every, args.eval_episodes, args.ema)

@@ -493,7 +493,7 @@ def test_offline_weights_extract_trains_only_the_policy_at_a_constant_rate(pendu
 
 def test_offline_weights_reads_iql_runs_and_summarises_the_falls(pendulum, tmp_path, capsys):
     """scripts/offline_weights.py on an IQL run: --extract moves the policy only (V, Q and the target Q frozen);
-    a BC run is refused; the per-half fall summary against a hand computation."""
+    a BC run is refused; the per-half fall and start summaries against hand computations."""
     runs = {}
     for algo in ("iql", "bc"):
         runs[algo] = run = tmp_path / algo
@@ -519,6 +519,12 @@ def test_offline_weights_reads_iql_runs_and_summarises_the_falls(pendulum, tmp_p
     assert "hold 0.57 of the transitions, 0.67 of the weight;" in line
     assert f"0-49 before a fall {2.0 / mean:.2f}x" in line and f"no fall {4 / 3 / mean:.2f}x" in line
     assert "50-199 before a fall -" in line
+    since = script.steps_since_start(np.array([3, 6]))
+    assert since.tolist() == [0, 1, 2, 3, 0, 1, 2]
+    line = script.start_summary(w, since)  # every step is under 25: one bin holding everything
+    assert line.endswith("0-24 1.00x, 25-49 -, 50-99 -, 100-199 -, 200+ -")
+    w_long, since_long = np.r_[np.zeros(25), np.ones(25)], np.arange(50)  # weight only from step 25 on
+    assert "0-24 0.00x, 25-49 2.00x, 50-99 -" in script.start_summary(w_long, since_long)
 
 
 @pytest.mark.parametrize("cls, squashed", [(IQL, True), (ODICE, False), (OfflineAgent, False)])
