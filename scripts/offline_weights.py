@@ -129,6 +129,17 @@ def steps_to_end(episode_ends: np.ndarray, terminated: np.ndarray) -> tuple[np.n
     return left, np.repeat(terminated[episode_ends].astype(bool), lengths)
 
 
+def bins(x: np.ndarray, edges: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
+    """("lo-hi", mask) for each bin [lo, next edge) of ``x`` given by its lower ``edges``, the last one open ("lo+")."""
+    uppers = edges[1:] + (None,)
+    return [(f"{lo}-{hi - 1}" if hi else f"{lo}+", (x >= lo) & (x < (hi or np.inf))) for lo, hi in zip(edges, uppers)]
+
+
+def relative_weights(w: np.ndarray, groups: list[tuple[str, np.ndarray]]) -> str:
+    """Per group, "name 1.23x": its mean weight relative to the mean of ``w`` ("name -" for an empty group)."""
+    return ", ".join(f"{name} {w[g].mean() / w.mean():.2f}x" if g.any() else f"{name} -" for name, g in groups)
+
+
 def steps_since_start(episode_ends: np.ndarray) -> np.ndarray:
     """For each transition: the steps since its episode's first one (0 for the first)."""
     return np.concatenate([np.arange(n) for n in np.diff(episode_ends, prepend=-1)])
@@ -137,12 +148,7 @@ def steps_since_start(episode_ends: np.ndarray) -> np.ndarray:
 def start_summary(w: np.ndarray, since: np.ndarray) -> str:
     """For one part of the data: the mean weight by the steps since the episode's start, relative to the part's mean
     weight (1x: no preference)."""
-    cells = []
-    for lo, hi in zip(START_BINS, START_BINS[1:] + (None,)):
-        group = (since >= lo) & (since < (hi or np.inf))
-        label = f"{lo}-{hi - 1}" if hi else f"{lo}+"
-        cells.append(f"{label} {w[group].mean() / w.mean():.2f}x" if group.any() else f"{label} -")
-    return "mean weight by steps since the start: " + ", ".join(cells)
+    return "mean weight by steps since the start: " + relative_weights(w, bins(since, START_BINS))
 
 
 def fall_summary(w: np.ndarray, left: np.ndarray, fell: np.ndarray) -> str:
@@ -152,11 +158,8 @@ def fall_summary(w: np.ndarray, left: np.ndarray, fell: np.ndarray) -> str:
     preference)."""
     line = f"episodes that end in a fall hold {fell.mean():.2f} of the transitions, "
     line += f"{w[fell].sum() / w.sum():.2f} of the weight;"
-    groups = [(f"{lo}-{hi - 1}" if hi else f"{lo}+", fell & (left >= lo) & (left < (hi or np.inf)))
-              for lo, hi in zip(FALL_BINS, FALL_BINS[1:] + (None,))]  # fmt: skip
-    groups = [(f"{label} before a fall", g) for label, g in groups] + [("no fall", ~fell)]
-    cells = [f"{name} {w[g].mean() / w.mean():.2f}x" if g.any() else f"{name} -" for name, g in groups]
-    return line + " mean weight: " + ", ".join(cells)
+    groups = [(f"{label} before a fall", fell & in_bin) for label, in_bin in bins(left, FALL_BINS)]
+    return line + " mean weight: " + relative_weights(w, groups + [("no fall", ~fell)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,9 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     left, fell = steps_to_end(np.asarray(agent.data.episode_ends), np.asarray(agent.data.terminated))
     w, v = w.numpy(), v.numpy()
     print("steps before the end | ended in a terminal state: n, V, mean w | the others: n, V, mean w")
-    for lo, hi in zip(TO_END, TO_END[1:] + (None,)):
-        row = f"{lo}-{hi - 1}" if hi else f"{lo}+"
-        in_bin = (left >= lo) & (left < (hi or np.inf))
+    for row, in_bin in bins(left, TO_END):
         for group in (in_bin & fell, in_bin & ~fell):
             row += f" | {group.sum()}, " + (f"{v[group].mean():.2f}, {w[group].mean():.3f}" if group.any() else "-, -")
         print(row)
