@@ -90,8 +90,8 @@ def to_policy(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndar
 
 
 def datasets_root() -> Path:
-    """Where Minari keeps local datasets: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``."""
-    return Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets")
+    """Where Minari keeps local datasets: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``, made absolute."""
+    return Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets").absolute()
 
 
 def dataset_dir(dataset_id: str) -> Path:
@@ -263,6 +263,9 @@ def write_dataset(
         )
         for i, ep in enumerate(episodes)
     ]
+    # Minari 0.5.4 writes under $MINARI_DATASETS_PATH, then sizes its files by joining that path to itself,
+    # which fails for a relative path: hand it the same directory as an absolute one
+    os.environ["MINARI_DATASETS_PATH"] = str(datasets_root())
     env = gym.make(env_id)
     try:
         with warnings.catch_warnings():

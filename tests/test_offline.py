@@ -338,6 +338,16 @@ def test_collect_refuses_to_overwrite_and_needs_recorded_transitions_for_medium_
     assert "unknown bogus" in capsys.readouterr().err
 
 
+def test_collect_writes_under_a_relative_minari_path(collected, tmp_path, monkeypatch):
+    """BENCHMARKS' commands set MINARI_DATASETS_PATH=datasets; Minari 0.5.4 alone fails on that while writing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "relative")
+    args = [str(collected), "--kinds", "random", "--steps", "50", "--ref-episodes", "1", "--no-progress"]
+    assert cli_main(collect.main, args) == 0
+    assert (tmp_path / "relative" / "pmoe_rl" / "Hopper-v5" / "random-v0" / "data" / "main_data.hdf5").is_file()
+    assert len(load_transitions("pmoe_rl/Hopper-v5/random-v0").rewards) == 50
+
+
 def test_collect_noise_scale_zero_records_the_experts_mean_action(collected, capsys):
     import minari
 
